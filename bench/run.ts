@@ -1,0 +1,21 @@
+/**
+ * Runs every benchmark (or those named: `npm run bench -- start`), each printing one JSON line per
+ * figure: {"bench": "<area>.<figure>", "value": n, "unit": "...", "anchor"?, "anchor_value"?, "ratio"?}.
+ */
+import { benchStart } from './start.ts'
+
+const BENCHES: Record<string, () => Promise<void>> = {
+  start: benchStart
+}
+
+const wanted = process.argv.slice(2)
+for (const name of wanted) {
+  if (!(name in BENCHES)) {
+    process.stderr.write(`unknown benchmark "${name}" (known: ${Object.keys(BENCHES).join(', ')})\n`)
+    process.exit(2)
+  }
+}
+for (const [name, run] of Object.entries(BENCHES)) {
+  if (wanted.length > 0 && !wanted.includes(name)) continue
+  await run()
+}

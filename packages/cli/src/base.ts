@@ -1,0 +1,49 @@
+import { AdminClient, ConfigError, homePaths, NodeError, NodeNotRunningError, readApiToken, readConfigFile, readRuntimeInfo, resolveHome, DEFAULT_API_HOST, DEFAULT_API_PORT } from '@btt/node'
+import { Command, Flags } from '@oclif/core'
+
+/** Exit codes beyond 0/1, so scripts and systemd can tell failures apart. */
+export const EXIT = {
+  /** sysexits EX_CONFIG: the configuration is invalid (systemd: RestartPreventExitStatus=78). */
+  config: 78,
+  /** The node is not running (commands that need it). */
+  notRunning: 3
+} as const
+
+/** Flags and behaviour every btt-node command shares. */
+export abstract class BaseCommand extends Command {
+  static override baseFlags = {
+    home: Flags.string({
+      description: 'node home directory [default: $BTT_NODE_HOME, else ~/.btt-node]',
+      helpGroup: 'GLOBAL'
+    })
+  }
+
+  /** The home this invocation works on: --home, else BTT_NODE_HOME, else ~/.btt-node. */
+  protected homeFrom (flags: { home?: string }): string {
+    return resolveHome(flags.home)
+  }
+
+  /** A typed client of the node running on this home, found through node.json or config.toml. */
+  protected async client (home: string): Promise<AdminClient> {
+    const paths = homePaths(home)
+    const runtime = await readRuntimeInfo(paths)
+    let url = runtime?.apiUrl
+    if (url === undefined || url === '') {
+      const raw = await readConfigFile(paths.config)
+      const api = (raw.api ?? {}) as { host?: string, port?: number }
+      const host = api.host ?? DEFAULT_API_HOST
+      url = `http://${host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host}:${api.port ?? DEFAULT_API_PORT}`
+    }
+    return new AdminClient({ url, token: await readApiToken(paths) })
+  }
+
+  protected override async catch (err: Error & { exitCode?: number, code?: string }): Promise<unknown> {
+    if (!(err instanceof NodeError)) return await super.catch(err)
+    const exit = err instanceof ConfigError ? EXIT.config : err instanceof NodeNotRunningError ? EXIT.notRunning : 1
+    if (this.jsonEnabled()) {
+      this.logJson({ error: { code: err.code, message: err.message } })
+      this.exit(exit)
+    }
+    this.error(err.message, { exit, code: err.code })
+  }
+}

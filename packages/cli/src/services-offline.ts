@@ -1,0 +1,28 @@
+import { homePaths, loadConfig, NodeNotRunningError, setConfigValue, type ServiceInfo } from '@btt/node'
+import { SERVICES } from './composition.js'
+
+/**
+ * When no node runs on the home, services are listed from, and enabled in, config.toml,
+ * so an operator can prepare a node before its first start.
+ */
+export async function listFromConfig (home: string): Promise<ServiceInfo[]> {
+  const config = await loadConfig({ file: homePaths(home).config, services: SERVICES, env: process.env })
+  return SERVICES.map(def => ({
+    name: def.name,
+    description: def.description,
+    enabled: config.services[def.name]?.enabled === true,
+    state: 'stopped',
+    protocols: [],
+    pricing: []
+  }))
+}
+
+export async function setEnabledInConfig (home: string, name: string, enabled: boolean): Promise<ServiceInfo> {
+  const config = await setConfigValue(homePaths(home).config, `services.${name}.enabled`, enabled, SERVICES)
+  const def = SERVICES.find(s => s.name === name)
+  return { name, description: def?.description ?? '', enabled: config.services[name]?.enabled === true, state: 'stopped', protocols: [], pricing: [] }
+}
+
+export function isNotRunning (err: unknown): err is NodeNotRunningError {
+  return err instanceof NodeNotRunningError
+}

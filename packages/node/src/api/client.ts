@@ -1,0 +1,80 @@
+import { API_CLIENT_TIMEOUT_MS } from '../constants.js'
+import { AdminApiError, NodeNotRunningError } from '../errors.js'
+import type { ServiceInfo } from '../service.js'
+import type { ApiErrorBody, NodeStatus, ServiceChangeResult } from './types.js'
+
+export interface AdminClientInit {
+  /** e.g. http://127.0.0.1:7070 */
+  url: string
+  token: string
+  timeoutMs?: number
+}
+
+/** Typed client of the admin API. Commands that manage a running node use this, never its files or database. */
+export class AdminClient {
+  readonly url: string
+  private readonly token: string
+  private readonly timeoutMs: number
+
+  constructor (init: AdminClientInit) {
+    this.url = init.url.replace(/\/$/, '')
+    this.token = init.token
+    this.timeoutMs = init.timeoutMs ?? API_CLIENT_TIMEOUT_MS
+  }
+
+  async status (): Promise<NodeStatus> {
+    return await this.request<NodeStatus>('GET', '/v1/status')
+  }
+
+  async services (): Promise<ServiceInfo[]> {
+    return (await this.request<{ services: ServiceInfo[] }>('GET', '/v1/services')).services
+  }
+
+  async service (name: string): Promise<ServiceInfo> {
+    return await this.request<ServiceInfo>('GET', `/v1/services/${encodeURIComponent(name)}`)
+  }
+
+  async enableService (name: string): Promise<ServiceChangeResult> {
+    return await this.request<ServiceChangeResult>('POST', `/v1/services/${encodeURIComponent(name)}/enable`)
+  }
+
+  async disableService (name: string): Promise<ServiceChangeResult> {
+    return await this.request<ServiceChangeResult>('POST', `/v1/services/${encodeURIComponent(name)}/disable`)
+  }
+
+  async metrics (): Promise<string> {
+    return await this.request<string>('GET', '/metrics', undefined, 'text')
+  }
+
+  /** Call a service's own admin route, e.g. `serviceRequest('storage', 'GET', '/contracts')`. */
+  async serviceRequest<T> (name: string, method: string, path: string, body?: unknown): Promise<T> {
+    return await this.request<T>(method, `/v1/services/${encodeURIComponent(name)}${path}`, body)
+  }
+
+  private async request<T> (method: string, path: string, body?: unknown, as: 'json' | 'text' = 'json'): Promise<T> {
+    let res: Response
+    try {
+      res = await fetch(this.url + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {})
+        },
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+        signal: AbortSignal.timeout(this.timeoutMs)
+      })
+    } catch (err) {
+      throw new NodeNotRunningError(this.url, { cause: err })
+    }
+    if (!res.ok) {
+      const text = await res.text()
+      let parsed: Partial<ApiErrorBody> | undefined
+      try {
+        parsed = JSON.parse(text) as ApiErrorBody
+      } catch {}
+      const e = parsed?.error
+      throw new AdminApiError(e?.code ?? `HTTP_${res.status}`, res.status, e?.message ?? (text.slice(0, 200) || res.statusText))
+    }
+    return (as === 'text' ? await res.text() : await res.json()) as T
+  }
+}

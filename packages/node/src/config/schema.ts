@@ -1,0 +1,81 @@
+import { isIP } from 'node:net'
+import { parseBtt } from '@btt/channel'
+import { multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+import { DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_P2P_LISTEN } from '../constants.js'
+import type { ServiceDefinition } from '../service.js'
+
+/** A TCP/UDP port. 0 asks the OS for a free one (useful in tests). */
+export const zPort = z.int({ error: 'must be an integer port' }).min(0, 'must be a port 0–65535').max(65535, 'must be a port 0–65535')
+
+/**
+ * An amount of BTT, written in the config as a quoted decimal string ("0.001") and parsed
+ * into bigint base units. Floats are refused: TOML floats cannot hold 18 decimals exactly.
+ */
+export const zAmount = z.string({ error: 'write amounts as a quoted BTT decimal string, e.g. "0.001"' })
+  .transform((text, ctx) => {
+    try {
+      return parseBtt(text)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message })
+      return z.NEVER
+    }
+  })
+
+const zHost = z.string().min(1).refine(h => isIP(h) !== 0 || /^[a-zA-Z0-9.-]+$/.test(h), 'must be an IP address or host name')
+
+const zTcpMultiaddr = z.string().superRefine((text, ctx) => {
+  try {
+    const protos = multiaddr(text).getComponents().map(c => c.name)
+    if (!['ip4', 'ip6', 'dns4', 'dns6', 'dns'].includes(protos[0] ?? '') || protos[1] !== 'tcp') {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a TCP multiaddr like /ip4/0.0.0.0/tcp/7171` })
+    }
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `"${text}" is not a multiaddr: ${(err as Error).message}` })
+  }
+})
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
+
+const logSection = z.strictObject({
+  /** trace | debug | info | warn | error | fatal | silent */
+  level: z.enum(LOG_LEVELS).default('info')
+})
+
+const apiSection = z.strictObject({
+  /** Address the admin API binds. Keep it on loopback unless it sits behind a TLS proxy. */
+  host: zHost.default(DEFAULT_API_HOST),
+  port: zPort.default(DEFAULT_API_PORT),
+  /** Extra Host header names accepted (for a reverse proxy); loopback names are always accepted. */
+  allowed_hosts: z.array(zHost).max(64).default([])
+})
+
+const p2pSection = z.strictObject({
+  /** libp2p listen multiaddrs (TCP). */
+  listen: z.array(zTcpMultiaddr).min(1, 'needs at least one address').max(16).default(DEFAULT_P2P_LISTEN),
+  /** Addresses to announce instead of the listen addresses (e.g. the VPS public IP). */
+  announce: z.array(zTcpMultiaddr).max(16).default([])
+})
+
+/** Every service section has `enabled`; the service adds its own keys. */
+const serviceBase = { enabled: z.boolean().default(false) }
+
+/** Build the node's one config schema from the runtime sections and each service's section. */
+export function buildConfigSchema (services: readonly ServiceDefinition[]) {
+  const serviceShape: Record<string, z.ZodType> = {}
+  for (const def of services) {
+    serviceShape[def.name] = def.config.extend(serviceBase).strict().prefault({})
+  }
+  return z.strictObject({
+    log: logSection.prefault({}),
+    api: apiSection.prefault({}),
+    p2p: p2pSection.prefault({}),
+    services: z.strictObject(serviceShape).prefault({})
+  })
+}
+
+export type NodeConfigSchema = ReturnType<typeof buildConfigSchema>
+/** The validated configuration: amounts are bigint, every default is filled in. */
+export type NodeConfig = z.output<NodeConfigSchema> & {
+  services: Record<string, { enabled: boolean, [key: string]: unknown }>
+}

@@ -1,0 +1,25 @@
+/**
+ * @btt/node — the node runtime: config, keys, service plugins, lifecycle, libp2p host,
+ * admin API and its typed client, metrics and logs.
+ */
+export { createNode, type BttNode, type NodeInit } from './node.js'
+export {
+  defineService,
+  type Service,
+  type ServiceComponents,
+  type ServiceDefinition,
+  type ServiceInfo,
+  type ServiceProtocol,
+  type ServiceState,
+  type PriceItem
+} from './service.js'
+export { buildConfigSchema, zAmount, zPort, LOG_LEVELS, type NodeConfig } from './config/schema.js'
+export { loadConfig, readConfigFile, validateConfig, getPath, type LoadConfigInit } from './config/load.js'
+export { setConfigValue } from './config/edit.js'
+export { resolveHome, homePaths, initHome, readApiToken, readRuntimeInfo, type HomePaths, type InitResult, type RuntimeInfo } from './home.js'
+export { AdminClient, type AdminClientInit } from './api/client.js'
+export type { NodeStatus, ServiceChangeResult, ApiErrorBody } from './api/types.js'
+export { createLogger, type Logger } from './logger.js'
+export { VERSION } from './version.js'
+export * from './errors.js'
+export { DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_P2P_LISTEN, SHUTDOWN_DEADLINE_MS } from './constants.js'
