@@ -14,7 +14,7 @@ const IDLE_MS = 3000
 /**
  * start.api_ready — ms from spawning `btt-node start` to the first 200 from GET /v1/status.
  * start.idle_rss  — MB resident after the node has idled for IDLE_MS.
- * Median of RUNS runs, each on a fresh home, loopback only.
+ * Median of RUNS runs, each on a fresh home, loopback only. Run through npm so `node` is Node 24.
  */
 export async function benchStart (): Promise<void> {
   const ready: number[] = []
@@ -26,7 +26,8 @@ export async function benchStart (): Promise<void> {
     const paths = homePaths(home)
     const token = await readApiToken(paths)
     const t0 = performance.now()
-    const child = spawn(process.execPath, [CLI, 'start', '--home', home, '--api-port', '0', '--listen', '/ip4/127.0.0.1/tcp/0'], {
+    // the bin itself, as an operator runs it: its shebang carries the node flags
+    const child = spawn(CLI, ['start', '--home', home, '--api-port', '0', '--listen', '/ip4/127.0.0.1/tcp/0'], {
       stdio: ['ignore', 'ignore', 'inherit'],
       env: { ...process.env, BTT_NODE_HOME: undefined }
     })

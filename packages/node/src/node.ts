@@ -10,7 +10,6 @@ import { assertInitialised, claimRuntime, libp2pKeyOf, loadIdentity, readApiToke
 import { Lifecycle } from './lifecycle.js'
 import { createLogger } from './logger.js'
 import { createMetrics } from './metrics.js'
-import { createP2PHost } from './p2p.js'
 import { ServiceManager, type ServiceDefinition } from './service.js'
 import { VERSION } from './version.js'
 
@@ -53,6 +52,8 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
   const identity = await loadIdentity(paths)
   const token = await readApiToken(paths)
   const privateKey = libp2pKeyOf(identity)
+  // loaded here, not at import: CLI commands that only read files or call the API start faster
+  const { createP2PHost } = await import('./p2p.js')
   const p2p = await createP2PHost({ privateKey, listen: config.p2p.listen, announce: config.p2p.announce })
   const peerId = p2p.peerId.toString()
   const metrics = createMetrics({ version: VERSION, peerId })
