@@ -1,4 +1,4 @@
-import { AdminClient, ConfigError, homePaths, NodeError, NodeNotRunningError, readApiToken, readConfigFile, readRuntimeInfo, resolveHome, DEFAULT_API_HOST, DEFAULT_API_PORT } from '@btt/node'
+import { AdminClient, assertInitialised, ConfigError, NodeError, NodeNotRunningError, readApiToken, readConfigFile, readRuntimeInfo, resolveHome, DEFAULT_API_HOST, DEFAULT_API_PORT } from '@btt/node'
 import { Command, Flags } from '@oclif/core'
 
 /** Exit codes beyond 0/1, so scripts and systemd can tell failures apart. */
@@ -25,7 +25,7 @@ export abstract class BaseCommand extends Command {
 
   /** A typed client of the node running on this home, found through node.json or config.toml. */
   protected async client (home: string): Promise<AdminClient> {
-    const paths = homePaths(home)
+    const paths = await assertInitialised(home)
     const runtime = await readRuntimeInfo(paths)
     let url = runtime?.apiUrl
     if (url === undefined || url === '') {
