@@ -82,10 +82,14 @@ export async function initHome (home: string, initialConfig: Record<string, unkn
   }
 }
 
+/** Whether `home` has a config.toml (what `init` writes last). */
+export async function isInitialised (home: string): Promise<boolean> {
+  return await exists(homePaths(home).config)
+}
+
 export async function assertInitialised (home: string): Promise<HomePaths> {
-  const paths = homePaths(home)
-  if (!(await exists(paths.config))) throw new HomeNotInitialisedError(home)
-  return paths
+  if (!(await isInitialised(home))) throw new HomeNotInitialisedError(home)
+  return homePaths(home)
 }
 
 export function libp2pKeyOf (key: Ed25519KeyPair): PrivateKey {

@@ -1,5 +1,4 @@
-import { createNode, homePaths, initHome, LOG_LEVELS, SHUTDOWN_DEADLINE_MS } from '@btt/node'
-import { access } from 'node:fs/promises'
+import { createNode, homePaths, initHome, isInitialised, LOG_LEVELS, SHUTDOWN_DEADLINE_MS } from '@btt/node'
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../base.js'
 import { SERVICES } from '../composition.js'
@@ -20,7 +19,7 @@ export default class Start extends BaseCommand {
     const { flags } = await this.parse(Start)
     const home = this.homeFrom(flags)
     const paths = homePaths(home)
-    if (flags.init && !(await exists(paths.config))) {
+    if (flags.init && !(await isInitialised(home))) {
       const result = await initHome(home)
       this.logToStderr(`initialised a new node home at ${home} (peer id ${result.peerId}); back up ${paths.keysDir}`)
     }
@@ -63,11 +62,3 @@ export default class Start extends BaseCommand {
   }
 }
 
-async function exists (path: string): Promise<boolean> {
-  try {
-    await access(path)
-    return true
-  } catch {
-    return false
-  }
-}

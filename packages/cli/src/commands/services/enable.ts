@@ -1,7 +1,7 @@
 import type { ServiceChangeResult } from '@btt/node'
 import { Args } from '@oclif/core'
 import { BaseCommand } from '../../base.js'
-import { isNotRunning, setEnabledInConfig } from '../../services-offline.js'
+import { changeService } from '../../services.js'
 
 export default class ServicesEnable extends BaseCommand {
   static override description = 'Enable a service: persisted to config.toml and applied live on a running node'
@@ -13,17 +13,8 @@ export default class ServicesEnable extends BaseCommand {
   async run (): Promise<ServiceChangeResult> {
     const { args, flags } = await this.parse(ServicesEnable)
     const home = this.homeFrom(flags)
-    let result: ServiceChangeResult
-    try {
-      result = await (await this.client(home)).enableService(args.name)
-    } catch (err) {
-      if (!isNotRunning(err)) throw err
-      result = { service: await setEnabledInConfig(home, args.name, true), applied: 'restart' }
-    }
-    const s = result.service
-    this.log(result.applied === 'live'
-      ? `${s.name}: enabled, now ${s.state}${s.error !== undefined ? ` (${s.error})` : ''}`
-      : `${s.name}: enabled in config.toml; the node is not running, so it applies at the next start`)
+    const { result, message } = await changeService(await this.client(home), home, args.name, true)
+    this.log(message)
     return result
   }
 }

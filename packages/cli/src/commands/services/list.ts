@@ -2,7 +2,7 @@ import type { ServiceInfo } from '@btt/node'
 import { formatBtt } from '@btt/channel'
 import { BaseCommand } from '../../base.js'
 import { table } from '../../format.js'
-import { isNotRunning, listFromConfig } from '../../services-offline.js'
+import { isNotRunning, listFromConfig } from '../../services.js'
 
 export default class ServicesList extends BaseCommand {
   static override description = 'List the services this node can sell, whether each is enabled, its state and prices'

@@ -1,4 +1,4 @@
-import { homePaths, loadConfig, NodeNotRunningError, setConfigValue, type ServiceInfo } from '@btt/node'
+import { AdminClient, homePaths, loadConfig, NodeNotRunningError, setConfigValue, type ServiceChangeResult, type ServiceInfo } from '@btt/node'
 import { SERVICES } from './composition.js'
 
 /**
@@ -25,4 +25,21 @@ export async function setEnabledInConfig (home: string, name: string, enabled: b
 
 export function isNotRunning (err: unknown): err is NodeNotRunningError {
   return err instanceof NodeNotRunningError
+}
+
+/** Enable or disable a service: live through the admin API, or in config.toml when no node runs. */
+export async function changeService (client: AdminClient, home: string, name: string, enabled: boolean): Promise<{ result: ServiceChangeResult, message: string }> {
+  const verb = enabled ? 'enabled' : 'disabled'
+  let result: ServiceChangeResult
+  try {
+    result = enabled ? await client.enableService(name) : await client.disableService(name)
+  } catch (err) {
+    if (!isNotRunning(err)) throw err
+    result = { service: await setEnabledInConfig(home, name, enabled), applied: 'restart' }
+  }
+  const s = result.service
+  const message = result.applied === 'live'
+    ? `${s.name}: ${verb}, now ${s.state}${s.error !== undefined ? ` (${s.error})` : ''}`
+    : `${s.name}: ${verb} in config.toml; the node is not running, so it applies at the next start`
+  return { result, message }
 }
