@@ -3,4 +3,24 @@
  * written as decimal strings on the wire and in JSON.
  */
 export { BTT_DECIMALS, BASE_UNITS_PER_BTT, MAX_AMOUNT, parseBtt, parseBaseUnits, formatBtt, checkAmount } from './amount.js'
-export { ChannelError, InvalidAmountError } from './errors.js'
+export * from './errors.js'
+export { generateKeyPair, keyPairFromSeed, sign, verify, blake2b256, randomBytes, toHex, fromHex, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, type KeyPair } from './crypto.js'
+export {
+  VOUCHER_BYTES,
+  VOUCHER_DOMAIN,
+  channelIdOf,
+  decodeVoucher,
+  decodeVoucherBencode,
+  encodeVoucher,
+  encodeVoucherBencode,
+  signVoucher,
+  verifyVoucher,
+  voucherFromJson,
+  voucherMessage,
+  voucherToJson,
+  amountToBytes,
+  amountFromBytes,
+  type Voucher,
+  type VoucherJson
+} from './voucher.js'
+export type { LedgerChannel, LedgerChannelStatus, LedgerClient, LedgerInfo } from './ledger-api.js'

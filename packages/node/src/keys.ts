@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises'
-import sodium from 'sodium-native'
+import { generateKeyPair, keyPairFromSeed } from '@btt/channel'
 import { KeyFileError } from './errors.js'
 import { writeFileAtomic } from './fs.js'
 
@@ -25,12 +25,9 @@ interface KeyFileV1 {
   publicKey: string
 }
 
-export function generateKeyPair (): Ed25519KeyPair {
-  const publicKey = Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES)
-  const secretKey = Buffer.alloc(sodium.crypto_sign_SECRETKEYBYTES)
-  sodium.crypto_sign_keypair(publicKey, secretKey)
-  return { publicKey, secretKey }
-}
+export { generateKeyPair }
+
+const SEED_BYTES = 32
 
 /** Write a key file, 0600, refusing to replace an existing one. */
 export async function writeKeyFile (path: string, purpose: KeyPurpose, key: Ed25519KeyPair): Promise<void> {
@@ -38,7 +35,7 @@ export async function writeKeyFile (path: string, purpose: KeyPurpose, key: Ed25
     version: 1,
     type: 'ed25519',
     purpose,
-    seed: Buffer.from(key.secretKey.subarray(0, sodium.crypto_sign_SEEDBYTES)).toString('base64'),
+    seed: Buffer.from(key.secretKey.subarray(0, SEED_BYTES)).toString('base64'),
     publicKey: Buffer.from(key.publicKey).toString('base64')
   }
   await writeFileAtomic(path, JSON.stringify(file, null, 2) + '\n', 0o600)
@@ -70,11 +67,9 @@ export async function readKeyFile (path: string, purpose: KeyPurpose): Promise<E
   if (file.version !== 1 || file.type !== 'ed25519') throw new KeyFileError(path, 'unsupported key file (expected version 1, type ed25519)')
   if (file.purpose !== purpose) throw new KeyFileError(path, `this is a ${String(file.purpose)} key, expected the ${purpose} key`)
   const seed = Buffer.from(file.seed ?? '', 'base64')
-  if (seed.length !== sodium.crypto_sign_SEEDBYTES) throw new KeyFileError(path, 'seed must be 32 bytes of base64')
-  const publicKey = Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES)
-  const secretKey = Buffer.alloc(sodium.crypto_sign_SECRETKEYBYTES)
-  sodium.crypto_sign_seed_keypair(publicKey, secretKey, seed)
-  sodium.sodium_memzero(seed)
+  if (seed.length !== SEED_BYTES) throw new KeyFileError(path, 'seed must be 32 bytes of base64')
+  const { publicKey, secretKey } = keyPairFromSeed(seed)
+  seed.fill(0)
   if (Buffer.from(file.publicKey ?? '', 'base64').compare(publicKey) !== 0) {
     throw new KeyFileError(path, 'public key does not match the seed; the file is corrupt')
   }
