@@ -91,3 +91,10 @@ export class SessionClosedError extends ChannelError {
   override readonly name = 'SessionClosedError'
   constructor (message = 'metering session is closed') { super(SessionClosedError.code, message) }
 }
+
+/** The channel cannot cover what the service would deliver next: the payer must top up. */
+export class DepositExhaustedError extends ChannelError {
+  static readonly code = 'CHANNEL_DEPOSIT_EXHAUSTED'
+  override readonly name = 'DepositExhaustedError'
+  constructor (message: string) { super(DepositExhaustedError.code, message) }
+}

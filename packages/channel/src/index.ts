@@ -24,3 +24,9 @@ export {
   type VoucherJson
 } from './voucher.js'
 export type { LedgerChannel, LedgerChannelStatus, LedgerClient, LedgerInfo } from './ledger-api.js'
+export { fromLedger, reduce, claimReason, type IncomingChannel, type ChannelEvent, type ChannelEffect, type ClaimPolicy, type ClaimReason, type Transition } from './state.js'
+export { SqliteChannelStore, MemoryChannelStore, type ChannelStore, type OutgoingChannel } from './store.js'
+export { Meter, MeterSession, type MeterInit, type SessionInit, type Debit } from './meter.js'
+export { Payer, type PayerInit } from './payer.js'
+export { Claimer, type ClaimerInit } from './claimer.js'
+export * from './constants.js'

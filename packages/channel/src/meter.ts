@@ -1,0 +1,245 @@
+import { DEFAULT_BAN_AFTER_FAILURES, DEFAULT_BAN_MS, DEFAULT_CLAIM_SAFETY_MARGIN_MS, DEFAULT_CLAIM_THRESHOLD, DEFAULT_MAX_UNPAID_UNITS, DEFAULT_PAYMENT_TIMEOUT_MS } from './constants.js'
+import { toHex } from './crypto.js'
+import { ChannelClosedError, ChannelError, DepositExhaustedError, PaymentTimeoutError, PeerBannedError, SessionClosedError, UnknownChannelError, WrongChannelError, WrongLedgerError } from './errors.js'
+import type { LedgerClient } from './ledger-api.js'
+import { fromLedger, reduce, type ClaimPolicy, type ClaimReason } from './state.js'
+import type { ChannelStore } from './store.js'
+import { decodeVoucher, type Voucher } from './voucher.js'
+
+export interface MeterInit {
+  store: ChannelStore
+  /** Where channels not yet seen are looked up. */
+  ledger: Pick<LedgerClient, 'channel'>
+  /** Our wallet public key (hex): an incoming channel must pay it. */
+  payee: string
+  ledgerId: string
+  policy?: Partial<ClaimPolicy>
+  paymentTimeoutMs?: number
+  /** Credit-exposure cap in units per session (default 1). */
+  maxUnpaidUnits?: number
+  banAfterFailures?: number
+  banMs?: number
+  now?: () => number
+  /** The state machine asked for a claim (wire this to the Claimer). */
+  onClaim?: (channelId: string, reason: ClaimReason) => void
+}
+
+/** A reservation of units about to be delivered. `apply()` after delivering; `cleanup()` in `finally`. */
+export interface Debit {
+  apply(): void
+  cleanup(): void
+}
+
+export interface SessionInit {
+  /** Who pays (peer id, IP or wallet key): failures and bans are counted per peer. */
+  peer: string
+  channelId: string
+  /** Price per unit, base units. */
+  price: bigint
+}
+
+/**
+ * Metering for services. Services never see signatures or the ledger: they open a session on the
+ * payer's channel, `await session.prepare(units)` before delivering (it waits, up to the payment
+ * timeout, until the unpaid exposure allows it), `debit.apply()` after delivering, and hand
+ * incoming vouchers to `session.accept()`, which persists them before it returns.
+ */
+export class Meter {
+  readonly policy: ClaimPolicy
+  private readonly failures = new Map<string, number>()
+  private readonly bans = new Map<string, number>()
+  private readonly now: () => number
+
+  constructor (readonly init: MeterInit) {
+    this.policy = { threshold: init.policy?.threshold ?? DEFAULT_CLAIM_THRESHOLD, safetyMarginMs: init.policy?.safetyMarginMs ?? DEFAULT_CLAIM_SAFETY_MARGIN_MS }
+    this.now = init.now ?? Date.now
+  }
+
+  /** Open a metering session on an incoming channel; learns the channel from the ledger on first use. */
+  async open (session: SessionInit): Promise<MeterSession> {
+    this.assertNotBanned(session.peer)
+    if (typeof session.price !== 'bigint' || session.price <= 0n) throw new ChannelError('CHANNEL_BAD_PRICE', 'a session price must be a positive amount')
+    let channel = this.init.store.getIncoming(session.channelId)
+    if (channel === undefined) {
+      const remote = await this.init.ledger.channel(session.channelId)
+      channel = await this.init.store.updateIncoming(session.channelId, cur => {
+        const state = cur ?? fromLedger(remote)
+        return { state, result: state }
+      })
+    }
+    if (channel.ledgerId !== this.init.ledgerId) throw new WrongLedgerError(`channel ${channel.id} is on ledger ${channel.ledgerId}, we settle on ${this.init.ledgerId}`)
+    if (channel.payee !== this.init.payee) throw new WrongChannelError(`channel ${channel.id} pays ${channel.payee}, not this node`)
+    if (channel.status !== 'open') throw new ChannelClosedError(`channel ${channel.id} is ${channel.status}`)
+    if (channel.expiresAt - this.policy.safetyMarginMs <= this.now()) throw new ChannelClosedError(`channel ${channel.id} expires too soon to be used`)
+    return new MeterSession(this, session)
+  }
+
+  isBanned (peer: string): boolean {
+    const until = this.bans.get(peer)
+    if (until === undefined) return false
+    if (until <= this.now()) {
+      this.bans.delete(peer)
+      return false
+    }
+    return true
+  }
+
+  /** @internal */
+  assertNotBanned (peer: string): void {
+    if (this.isBanned(peer)) throw new PeerBannedError(peer, this.bans.get(peer) as number)
+  }
+
+  /** @internal a payment failure of `peer`; bans it after too many in a row. */
+  recordFailure (peer: string): void {
+    const n = (this.failures.get(peer) ?? 0) + 1
+    this.failures.set(peer, n)
+    if (n >= (this.init.banAfterFailures ?? DEFAULT_BAN_AFTER_FAILURES)) {
+      this.bans.set(peer, this.now() + (this.init.banMs ?? DEFAULT_BAN_MS))
+      this.failures.delete(peer)
+    }
+  }
+
+  /** @internal */
+  recordSuccess (peer: string): void {
+    this.failures.delete(peer)
+  }
+
+  /** @internal accept a voucher on a channel: verify, persist, then report the new value. */
+  async acceptOn (channelId: string, voucher: Voucher): Promise<bigint> {
+    if (toHex(voucher.channelId) !== channelId) throw new WrongChannelError(`voucher is for channel ${toHex(voucher.channelId)}, this session pays on ${channelId}`)
+    const now = this.now()
+    const effects = await this.init.store.updateIncoming(channelId, cur => {
+      if (cur === undefined) throw new UnknownChannelError(channelId)
+      const t = reduce(cur, { type: 'voucher', voucher, now }, this.policy)
+      return { state: t.state, result: t.effects }
+    })
+    let credited = 0n
+    for (const e of effects) {
+      if (e.type === 'credit') credited += e.amount
+      else this.init.onClaim?.(channelId, e.reason)
+    }
+    return credited
+  }
+
+  /** @internal */
+  remainingDeposit (channelId: string): bigint {
+    const c = this.init.store.getIncoming(channelId)
+    return c === undefined ? 0n : c.deposit - c.highest
+  }
+
+  get paymentTimeoutMs (): number { return this.init.paymentTimeoutMs ?? DEFAULT_PAYMENT_TIMEOUT_MS }
+  get maxUnpaidUnits (): bigint { return BigInt(this.init.maxUnpaidUnits ?? DEFAULT_MAX_UNPAID_UNITS) }
+}
+
+/** One payer's metered use of a service on one channel. */
+export class MeterSession {
+  /** Aborted when the payer failed to pay in time or the session closed: stop delivering. */
+  readonly signal: AbortSignal
+  private readonly controller = new AbortController()
+  private delivered = 0n
+  private reserved = 0n
+  private paid = 0n
+  private waiters = new Set<() => void>()
+  private closed = false
+
+  constructor (private readonly meter: Meter, readonly init: SessionInit) {
+    this.signal = this.controller.signal
+  }
+
+  /** Value delivered (applied) in this session, base units. */
+  get owed (): bigint { return this.delivered }
+  /** Value paid in this session, base units. */
+  get credited (): bigint { return this.paid }
+
+  /**
+   * Reserve `units` for delivery. Waits until delivering them keeps the unpaid exposure within the
+   * cap; rejects with PaymentTimeoutError (and aborts `signal`) if payment does not come in time,
+   * DepositExhaustedError if the channel cannot cover them, PeerBannedError after repeated failures.
+   */
+  async prepare (units = 1): Promise<Debit> {
+    if (!Number.isSafeInteger(units) || units < 1) throw new RangeError('units must be a positive integer')
+    this.assertOpen()
+    this.meter.assertNotBanned(this.init.peer)
+    const cost = BigInt(units) * this.init.price
+    const cap = this.meter.maxUnpaidUnits * this.init.price
+    const exposure = (): bigint => this.delivered + this.reserved + cost - this.paid
+    // what would be unpaid after this delivery must still fit in what the channel can pay
+    const remaining = this.meter.remainingDeposit(this.init.channelId)
+    if (exposure() > remaining) throw new DepositExhaustedError(`channel ${this.init.channelId} has ${remaining} base units left, ${exposure()} needed: top it up`)
+    if (exposure() > cap) await this.waitForCredit(() => exposure() <= cap)
+    this.reserved += cost
+    let done = false
+    return {
+      apply: () => {
+        if (done) return
+        done = true
+        this.reserved -= cost
+        this.delivered += cost
+      },
+      cleanup: () => {
+        if (done) return
+        done = true
+        this.reserved -= cost
+        this.wake()
+      }
+    }
+  }
+
+  /** Accept a voucher (binary form or decoded) for this session's channel. Persisted before it returns. */
+  async accept (voucher: Voucher | Uint8Array): Promise<{ credited: bigint }> {
+    this.assertOpen()
+    let credited: bigint
+    try {
+      credited = await this.meter.acceptOn(this.init.channelId, voucher instanceof Uint8Array ? decodeVoucher(voucher) : voucher)
+    } catch (err) {
+      this.meter.recordFailure(this.init.peer)
+      throw err
+    }
+    this.paid += credited
+    this.meter.recordSuccess(this.init.peer)
+    this.wake()
+    return { credited }
+  }
+
+  close (): void {
+    if (this.closed) return
+    this.closed = true
+    this.controller.abort(new SessionClosedError())
+    this.wake()
+  }
+
+  private assertOpen (): void {
+    if (this.signal.aborted) throw this.signal.reason instanceof Error ? this.signal.reason : new SessionClosedError()
+  }
+
+  private wake (): void {
+    for (const w of this.waiters) w()
+  }
+
+  private async waitForCredit (ready: () => boolean): Promise<void> {
+    const timeoutMs = this.meter.paymentTimeoutMs
+    await new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (this.signal.aborted) {
+          finish()
+          reject(this.signal.reason instanceof Error ? this.signal.reason : new SessionClosedError())
+        } else if (ready()) {
+          finish()
+          resolve()
+        }
+      }
+      const timer = setTimeout(() => {
+        finish()
+        const err = new PaymentTimeoutError(`no payment from ${this.init.peer} within ${timeoutMs} ms; stop delivering`)
+        this.meter.recordFailure(this.init.peer)
+        this.controller.abort(err)
+        reject(err)
+      }, timeoutMs)
+      const finish = (): void => {
+        clearTimeout(timer)
+        this.waiters.delete(check)
+      }
+      this.waiters.add(check)
+    })
+  }
+}
