@@ -2,10 +2,12 @@
  * Runs every benchmark (or those named: `npm run bench -- start`), each printing one JSON line per
  * figure: {"bench": "<area>.<figure>", "value": n, "unit": "...", "anchor"?, "anchor_value"?, "ratio"?}.
  */
+import { benchChannel } from './channel.ts'
 import { benchStart } from './start.ts'
 
 const BENCHES: Record<string, () => Promise<void>> = {
-  start: benchStart
+  start: benchStart,
+  channel: benchChannel
 }
 
 const wanted = process.argv.slice(2)

@@ -1,5 +1,8 @@
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import fc from 'fast-check'
-import { describe, expect, it } from 'vitest'
+import { describe, it } from 'vitest'
 import { generateKeyPair } from './crypto.js'
 import { Meter } from './meter.js'
 import { fromLedger } from './state.js'
@@ -25,9 +28,10 @@ const step: fc.Arbitrary<Step> = fc.oneof(
 
 describe('accepting vouchers (property)', () => {
   it('stored = highest valid cumulative amount, credited total = stored, never decreasing', async () => {
+    // one database for all runs, a fresh channel in each: the real store, committing through its writer thread
+    const store = new SqliteChannelStore(join(await mkdtemp(join(tmpdir(), 'btt-prop-')), 'channels.db'))
     await fc.assert(fc.asyncProperty(fc.array(step, { maxLength: 25 }), async steps => {
-      const store = new SqliteChannelStore(':memory:')
-      try {
+      {
         const fx = fixture({ deposit: DEPOSIT })
         await store.updateIncoming(fx.channel.id, () => ({ state: fromLedger(fx.channel), result: undefined }))
         const meter = new Meter({ store, ledger: { channel: async () => fx.channel }, payee: fx.channel.payee, ledgerId: fx.channel.ledgerId, banAfterFailures: 1e9 })
@@ -61,9 +65,8 @@ describe('accepting vouchers (property)', () => {
           if (stored !== expected || credited !== stored || session.credited !== stored) return false
         }
         return true
-      } finally {
-        store.close()
       }
     }), { numRuns: 1000 })
+    await store.close()
   })
 })

@@ -42,7 +42,7 @@ beforeEach(async () => {
   dbPath = join(await mkdtemp(join(tmpdir(), 'btt-accept-')), 'channels.db')
   store = new SqliteChannelStore(dbPath)
 })
-afterEach(() => { store.close() })
+afterEach(async () => { await store.close() })
 
 function malleate (v: Voucher): Voucher {
   const sig = Buffer.from(v.signature)

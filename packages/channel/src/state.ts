@@ -77,7 +77,7 @@ export function reduce (state: IncomingChannel, event: ChannelEvent, policy: Cla
       if (toHex(v.ledgerId) !== state.ledgerId) throw new WrongLedgerError(`voucher is for ledger ${toHex(v.ledgerId)}, this channel is on ${state.ledgerId}`)
       if (toHex(v.channelId) !== state.id) throw new WrongChannelError(`voucher is for channel ${toHex(v.channelId)}, expected ${state.id}`)
       if (state.status === 'finalized') throw new ChannelClosedError(`channel ${state.id} is finalized`)
-      if (!verifyVoucher(v, fromHex(state.payer, 32, 'payer'))) throw new BadSignatureError()
+      if (!verifyVoucher(v, payerKey(state.payer))) throw new BadSignatureError()
       if (v.amount > state.deposit) throw new OverDepositError(`voucher amount ${v.amount} exceeds the deposit ${state.deposit}`)
       if (v.amount <= state.highest) throw new StaleVoucherError(`voucher amount ${v.amount} is not above the last accepted ${state.highest}`)
       const next: IncomingChannel = { ...state, highest: v.amount, voucher: encodeVoucher(v) }
@@ -117,6 +117,18 @@ export function claimReason (state: IncomingChannel, policy: ClaimPolicy, now: n
 function withClaim (state: IncomingChannel, effects: ChannelEffect[], policy: ClaimPolicy, now: number): ChannelEffect[] {
   const reason = claimReason(state, policy, now)
   return reason === undefined ? effects : [...effects, { type: 'claim', reason }]
+}
+
+/** Parsed payer keys, by hex: parsing is on the per-voucher path. Bounded. */
+const payerKeys = new Map<string, Uint8Array>()
+function payerKey (hex: string): Uint8Array {
+  let key = payerKeys.get(hex)
+  if (key === undefined) {
+    key = fromHex(hex, 32, 'payer')
+    if (payerKeys.size >= 4096) payerKeys.clear()
+    payerKeys.set(hex, key)
+  }
+  return key
 }
 
 function rank (s: LedgerChannelStatus): number {

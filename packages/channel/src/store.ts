@@ -1,4 +1,5 @@
-import { DatabaseSync, type SQLInputValue } from 'node:sqlite'
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite'
+import { Worker } from 'node:worker_threads'
 import type { LedgerChannelStatus } from './ledger-api.js'
 import type { IncomingChannel } from './state.js'
 import { amountFromBytes, amountToBytes } from './voucher.js'
@@ -28,26 +29,80 @@ export interface ChannelStore {
   getOutgoing(id: string): OutgoingChannel | undefined
   listOutgoing(): OutgoingChannel[]
   updateOutgoing<T>(id: string, fn: (current: OutgoingChannel | undefined) => { state: OutgoingChannel, result: T }): Promise<T>
-  close(): void
+  close(): Promise<void>
 }
 
-interface Op {
-  run: () => unknown
-  resolve: (v: unknown) => void
-  reject: (e: unknown) => void
+const PUT_IN = `INSERT OR REPLACE INTO incoming (id, ledger_id, payer, payee, deposit, claimed, expires_at, status, challenge_ends_at, highest, voucher)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const PUT_OUT = `INSERT OR REPLACE INTO outgoing (id, ledger_id, payer, payee, deposit, expires_at, status, spent)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
+
+/** What the writer thread runs: each batch is one transaction; a reply only after COMMIT. */
+const WRITER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads')
+const { DatabaseSync } = require('node:sqlite')
+const db = new DatabaseSync(workerData.path)
+db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;')
+const put = {
+  in: db.prepare(${JSON.stringify(PUT_IN)}),
+  out: db.prepare(${JSON.stringify(PUT_OUT)})
+}
+parentPort.on('message', batch => {
+  if (batch === 'close') { db.close(); parentPort.postMessage({ closed: true }); return }
+  try {
+    db.exec('BEGIN IMMEDIATE')
+    for (const w of batch.writes) put[w.table].run(...w.row)
+    db.exec('COMMIT')
+    parentPort.postMessage({ id: batch.id, ok: true })
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK')
+    parentPort.postMessage({ id: batch.id, ok: false, error: String(error && error.message || error) })
+  }
+})
+`
+
+interface PendingWrite {
+  table: 'in' | 'out'
+  row: SQLInputValue[]
+}
+
+interface Batch {
+  id: number
+  writes: PendingWrite[]
+  waiters: Array<{ resolve: (v: unknown) => void, reject: (e: unknown) => void, result: unknown }>
+}
+
+export class StoreFailedError extends Error {
+  readonly code = 'CHANNEL_STORE_FAILED'
+  override readonly name = 'StoreFailedError'
 }
 
 /**
  * ChannelStore on node:sqlite: WAL, synchronous=FULL (a commit is on disk when it returns).
- * Updates made in the same event-loop turn share one transaction and one fsync (group commit);
- * each caller is answered after that COMMIT. `BEGIN IMMEDIATE` serialises writers across processes.
+ * `update*` computes the next state at once on the caller's thread (reads see earlier updates
+ * that are not committed yet: the store caches the latest state of each channel it has seen,
+ * which is why only one process may write a store) and queues the row; the rows queued in one event-loop turn are
+ * written by a writer thread in one transaction, so the fsync overlaps with the next vouchers'
+ * verification (group commit). Every caller is answered after its transaction's COMMIT. If a
+ * commit fails the store refuses all further updates: nothing is acknowledged that is not on disk.
+ * One process writes a store (the node holds its home's runtime lock); others may read it.
  */
 export class SqliteChannelStore implements ChannelStore {
   private readonly db: DatabaseSync
-  private queue: Op[] = []
-  private scheduled = false
+  private readonly writer: Worker
+  private readonly sql: Record<'getIn' | 'listIn' | 'getOut' | 'listOut', StatementSync>
+  /** The latest state of every channel read or written: committed, or queued for the next commit. */
+  private readonly cacheIn = new Map<string, IncomingChannel>()
+  private readonly cacheOut = new Map<string, OutgoingChannel>()
+  private readonly inflight = new Map<number, Batch>()
+  private current: Batch | undefined
+  private nextBatchId = 1
+  private failed: Error | undefined
+  private closing: Promise<void> | undefined
 
   constructor (path: string) {
+    // the writer thread needs to open the same database: a file, not ':memory:'
+    if (path === ':memory:' || path === '') throw new Error('SqliteChannelStore needs a file; use MemoryChannelStore in memory')
     this.db = new DatabaseSync(path)
     this.db.exec(`
       PRAGMA journal_mode = WAL;
@@ -63,44 +118,69 @@ export class SqliteChannelStore implements ChannelStore {
         deposit BLOB NOT NULL, expires_at INTEGER NOT NULL, status TEXT NOT NULL, spent BLOB NOT NULL
       ) STRICT;
     `)
+    this.sql = {
+      getIn: this.db.prepare('SELECT * FROM incoming WHERE id = ?'),
+      listIn: this.db.prepare('SELECT * FROM incoming ORDER BY id'),
+      getOut: this.db.prepare('SELECT * FROM outgoing WHERE id = ?'),
+      listOut: this.db.prepare('SELECT * FROM outgoing ORDER BY id')
+    }
+    // an in-memory database cannot be shared with a thread: write it here, synchronously
+    this.writer = new Worker(WRITER_SOURCE, { eval: true, workerData: { path } })
+    this.writer.unref()
+    this.writer.on('message', (msg: { id: number, ok: boolean, error?: string }) => { this.onCommitted(msg) })
+    this.writer.on('error', err => { this.fail(err) })
   }
 
   getIncoming (id: string): IncomingChannel | undefined {
-    const row = this.db.prepare('SELECT * FROM incoming WHERE id = ?').get(id)
-    return row === undefined ? undefined : incomingFromRow(row)
+    let c = this.cacheIn.get(id)
+    if (c === undefined) {
+      const row = this.sql.getIn.get(id)
+      if (row === undefined) return undefined
+      c = incomingFromRow(row)
+      this.cacheIn.set(id, c)
+    }
+    return { ...c }
   }
 
   listIncoming (): IncomingChannel[] {
-    return this.db.prepare('SELECT * FROM incoming ORDER BY id').all().map(incomingFromRow)
+    const rows = new Map(this.sql.listIn.all().map(r => { const c = incomingFromRow(r); return [c.id, c] }))
+    for (const [id, c] of this.cacheIn) rows.set(id, { ...c })
+    return [...rows.keys()].sort().map(id => rows.get(id) as IncomingChannel)
   }
 
   async updateIncoming<T> (id: string, fn: (current: IncomingChannel | undefined) => { state: IncomingChannel, result: T }): Promise<T> {
-    return await this.enqueue(() => {
-      const { state, result } = fn(this.getIncoming(id))
-      if (state.id !== id) throw new Error('a channel record cannot change its id')
-      this.db.prepare(`INSERT OR REPLACE INTO incoming (id, ledger_id, payer, payee, deposit, claimed, expires_at, status, challenge_ends_at, highest, voucher)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(...incomingToRow(state))
-      return result
-    })
+    this.assertUsable()
+    const { state, result } = fn(this.getIncoming(id))
+    if (state.id !== id) throw new Error('a channel record cannot change its id')
+    const frozen = { ...state }
+    this.cacheIn.set(id, frozen)
+    return await this.queue({ table: 'in', row: incomingToRow(frozen) }, result)
   }
 
   getOutgoing (id: string): OutgoingChannel | undefined {
-    const row = this.db.prepare('SELECT * FROM outgoing WHERE id = ?').get(id)
-    return row === undefined ? undefined : outgoingFromRow(row)
+    let c = this.cacheOut.get(id)
+    if (c === undefined) {
+      const row = this.sql.getOut.get(id)
+      if (row === undefined) return undefined
+      c = outgoingFromRow(row)
+      this.cacheOut.set(id, c)
+    }
+    return { ...c }
   }
 
   listOutgoing (): OutgoingChannel[] {
-    return this.db.prepare('SELECT * FROM outgoing ORDER BY id').all().map(outgoingFromRow)
+    const rows = new Map(this.sql.listOut.all().map(r => { const c = outgoingFromRow(r); return [c.id, c] }))
+    for (const [id, c] of this.cacheOut) rows.set(id, { ...c })
+    return [...rows.keys()].sort().map(id => rows.get(id) as OutgoingChannel)
   }
 
   async updateOutgoing<T> (id: string, fn: (current: OutgoingChannel | undefined) => { state: OutgoingChannel, result: T }): Promise<T> {
-    return await this.enqueue(() => {
-      const { state, result } = fn(this.getOutgoing(id))
-      if (state.id !== id) throw new Error('a channel record cannot change its id')
-      this.db.prepare(`INSERT OR REPLACE INTO outgoing (id, ledger_id, payer, payee, deposit, expires_at, status, spent)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(state.id, state.ledgerId, state.payer, state.payee, amountToBytes(state.deposit), state.expiresAt, state.status, amountToBytes(state.spent))
-      return result
-    })
+    this.assertUsable()
+    const { state, result } = fn(this.getOutgoing(id))
+    if (state.id !== id) throw new Error('a channel record cannot change its id')
+    const frozen = { ...state }
+    this.cacheOut.set(id, frozen)
+    return await this.queue({ table: 'out', row: outgoingToRow(frozen) }, result)
   }
 
   /** `PRAGMA integrity_check`: 'ok' when the database is sound. */
@@ -108,52 +188,61 @@ export class SqliteChannelStore implements ChannelStore {
     return String((this.db.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check)
   }
 
-  close (): void {
-    if (this.queue.length > 0) this.flush()
-    this.db.close()
+  /** Wait for every queued update to commit, then close. */
+  async close (): Promise<void> {
+    this.closing ??= (async () => {
+      this.flush()
+      while (this.inflight.size > 0) await new Promise(resolve => setTimeout(resolve, 1))
+      await new Promise<void>(resolve => {
+        this.writer.once('message', () => { resolve() })
+        this.writer.postMessage('close')
+      })
+      await this.writer.terminate()
+      this.db.close()
+    })()
+    await this.closing
   }
 
-  private async enqueue<T> (run: () => T): Promise<T> {
+  private assertUsable (): void {
+    if (this.failed !== undefined) throw new StoreFailedError(`channel store stopped after a failed commit: ${this.failed.message}`, { cause: this.failed })
+    if (this.closing !== undefined) throw new StoreFailedError('channel store is closed')
+  }
+
+  private async queue<T> (write: PendingWrite, result: T): Promise<T> {
     return await new Promise<T>((resolve, reject) => {
-      this.queue.push({ run, resolve: resolve as (v: unknown) => void, reject })
-      if (!this.scheduled) {
-        this.scheduled = true
+      if (this.current === undefined) {
+        this.current = { id: this.nextBatchId++, writes: [], waiters: [] }
         setImmediate(() => { this.flush() })
       }
+      this.current.writes.push(write)
+      this.current.waiters.push({ resolve: resolve as (v: unknown) => void, reject, result })
     })
   }
 
   private flush (): void {
-    this.scheduled = false
-    const ops = this.queue
-    this.queue = []
-    if (ops.length === 0) return
-    const outcomes: Array<{ ok: true, value: unknown } | { ok: false, error: unknown }> = []
-    try {
-      this.db.exec('BEGIN IMMEDIATE')
-      for (const op of ops) {
-        // each op in a savepoint: one that throws leaves no trace, the others still commit
-        this.db.exec('SAVEPOINT op')
-        try {
-          outcomes.push({ ok: true, value: op.run() })
-          this.db.exec('RELEASE op')
-        } catch (error) {
-          this.db.exec('ROLLBACK TO op')
-          this.db.exec('RELEASE op')
-          outcomes.push({ ok: false, error })
-        }
-      }
-      this.db.exec('COMMIT')
-    } catch (error) {
-      if (this.db.isTransaction) this.db.exec('ROLLBACK')
-      for (const op of ops) op.reject(error)
+    const batch = this.current
+    this.current = undefined
+    if (batch === undefined) return
+    this.inflight.set(batch.id, batch)
+    this.writer.postMessage({ id: batch.id, writes: batch.writes })
+  }
+
+  private onCommitted (msg: { id: number, ok: boolean, error?: string }): void {
+    const batch = this.inflight.get(msg.id)
+    if (batch === undefined) return
+    this.inflight.delete(msg.id)
+    if (!msg.ok) {
+      this.fail(new Error(msg.error ?? 'commit failed'))
+      for (const w of batch.waiters) w.reject(this.failed)
       return
     }
-    ops.forEach((op, i) => {
-      const o = outcomes[i] as { ok: boolean, value?: unknown, error?: unknown }
-      if (o.ok) op.resolve(o.value)
-      else op.reject(o.error)
-    })
+    for (const w of batch.waiters) w.resolve(w.result)
+  }
+
+  private fail (err: Error): void {
+    this.failed ??= err
+    for (const batch of this.inflight.values()) for (const w of batch.waiters) w.reject(new StoreFailedError(`commit failed: ${err.message}`, { cause: err }))
+    this.inflight.clear()
   }
 }
 
@@ -194,13 +283,17 @@ export class MemoryChannelStore implements ChannelStore {
     return result
   }
 
-  close (): void {}
+  async close (): Promise<void> {}
 }
 
 type Row = Record<string, unknown>
 
 function incomingToRow (s: IncomingChannel): SQLInputValue[] {
   return [s.id, s.ledgerId, s.payer, s.payee, amountToBytes(s.deposit), amountToBytes(s.claimed), s.expiresAt, s.status, s.challengeEndsAt, amountToBytes(s.highest), s.voucher]
+}
+
+function outgoingToRow (s: OutgoingChannel): SQLInputValue[] {
+  return [s.id, s.ledgerId, s.payer, s.payee, amountToBytes(s.deposit), s.expiresAt, s.status, amountToBytes(s.spent)]
 }
 
 function incomingFromRow (r: Row): IncomingChannel {
