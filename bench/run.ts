@@ -3,10 +3,12 @@
  * figure: {"bench": "<area>.<figure>", "value": n, "unit": "...", "anchor"?, "anchor_value"?, "ratio"?}.
  */
 import { benchChannel } from './channel.ts'
+import { benchLedger } from './ledger.ts'
 import { benchStart } from './start.ts'
 
 const BENCHES: Record<string, () => Promise<void>> = {
   start: benchStart,
+  ledger: benchLedger,
   channel: benchChannel
 }
 

@@ -104,6 +104,10 @@ export async function loadIdentity (paths: HomePaths): Promise<Ed25519KeyPair> {
   return await readKeyFile(paths.identityKey, 'identity')
 }
 
+export async function loadWallet (paths: HomePaths): Promise<Ed25519KeyPair> {
+  return await readKeyFile(paths.walletKey, 'wallet')
+}
+
 export async function readApiToken (paths: HomePaths): Promise<string> {
   try {
     const token = (await readFile(paths.apiToken, 'utf8')).trim()

@@ -11,14 +11,15 @@ export {
   type ServiceInfo,
   type ServiceProtocol,
   type ServiceState,
-  type PriceItem
+  type PriceItem,
+  type ServicePayments
 } from './service.js'
 export { buildConfigSchema, zAmount, zPort, LOG_LEVELS, type NodeConfig } from './config/schema.js'
 export { loadConfig, readConfigFile, validateConfig, getPath, type LoadConfigInit } from './config/load.js'
 export { setConfigValue } from './config/edit.js'
-export { resolveHome, homePaths, initHome, assertInitialised, isInitialised, readApiToken, readRuntimeInfo, type HomePaths, type InitResult, type RuntimeInfo } from './home.js'
+export { resolveHome, homePaths, initHome, assertInitialised, isInitialised, loadWallet, readApiToken, readRuntimeInfo, type HomePaths, type InitResult, type RuntimeInfo } from './home.js'
 export { AdminClient, type AdminClientInit } from './api/client.js'
-export type { NodeStatus, ServiceChangeResult, ApiErrorBody } from './api/types.js'
+export type { NodeStatus, ServiceChangeResult, ApiErrorBody, WalletJson, LedgerChannelJson, IncomingChannelJson, OutgoingChannelJson, ChannelDetailJson } from './api/types.js'
 export { createLogger, type Logger } from './logger.js'
 export { VERSION } from './version.js'
 export * from './errors.js'

@@ -6,11 +6,15 @@ import type { NodeStatus } from './api/types.js'
 import { setConfigValue } from './config/edit.js'
 import { loadConfig } from './config/load.js'
 import type { NodeConfig } from './config/schema.js'
-import { assertInitialised, claimRuntime, libp2pKeyOf, loadIdentity, readApiToken, removeRuntimeInfo, writeRuntimeInfo } from './home.js'
+import { encodeVoucher } from '@btt/channel'
+import { paymentsRoutes } from './api/payments-routes.js'
+import { NodeError } from './errors.js'
+import { assertInitialised, claimRuntime, libp2pKeyOf, loadIdentity, loadWallet, readApiToken, removeRuntimeInfo, writeRuntimeInfo } from './home.js'
+import { startPayments, type Payments } from './payments.js'
 import { Lifecycle } from './lifecycle.js'
 import { createLogger } from './logger.js'
 import { createMetrics } from './metrics.js'
-import { ServiceManager, type ServiceDefinition } from './service.js'
+import { ServiceManager, type ServiceDefinition, type ServicePayments } from './service.js'
 import { VERSION } from './version.js'
 
 export interface NodeInit {
@@ -50,6 +54,7 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
   const config = await loadConfig({ file: paths.config, services: definitions, env: init.env, overrides: init.overrides })
   const logger = init.logger ?? await createLogger({ level: config.log.level })
   const identity = await loadIdentity(paths)
+  const wallet = await loadWallet(paths)
   const token = await readApiToken(paths)
   const privateKey = libp2pKeyOf(identity)
   // loaded here, not at import: CLI commands that only read files or call the API start faster
@@ -57,11 +62,27 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
   const p2p = await createP2PHost({ privateKey, listen: config.p2p.listen, announce: config.p2p.announce })
   const peerId = p2p.peerId.toString()
   const metrics = createMetrics({ version: VERSION, peerId })
+  let payments: Payments | undefined
+  const requirePayments = (): Payments => {
+    if (payments === undefined) throw new NodeError('PAYMENTS_NOT_READY', 'payments are not started yet')
+    return payments
+  }
+  const servicePayments = (): ServicePayments => {
+    const p = requirePayments()
+    return {
+      account: p.account,
+      ledgerId: p.ledgerId,
+      meter: p.meter,
+      pay: async (channelId, amount) => encodeVoucher(await p.payer.pay(channelId, amount)),
+      findChannel: (payee, min) => p.payer.list().find(c => c.payee === payee && c.status === 'open' && c.deposit - c.spent >= min && c.expiresAt > Date.now())
+    }
+  }
   const services = new ServiceManager({
     definitions,
     sections: config.services,
     registrar: p2p,
     p2p,
+    payments: servicePayments,
     logger,
     metrics: metrics.registry,
     dataRoot: paths.dataDir,
@@ -82,10 +103,23 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
     home: paths.home,
     services: services.list()
   })
-  const adminApp = createAdminApp({ token, allowedHosts: config.api.allowed_hosts, status, services, metrics, logger: logger.child({ module: 'api' }) })
+  const adminApp = createAdminApp({
+    token,
+    allowedHosts: config.api.allowed_hosts,
+    status,
+    services,
+    metrics,
+    logger: logger.child({ module: 'api' }),
+    extraRoutes: { '/v1': paymentsRoutes(requirePayments) }
+  })
 
   const lifecycle = new Lifecycle([
     { name: 'runtime-lock', start: async () => { await claimRuntime(paths) }, stop: async () => {} },
+    {
+      name: 'payments',
+      start: async () => { payments = await startPayments({ config, dataDir: paths.dataDir, wallet, logger }) },
+      stop: async () => { await payments?.stop() }
+    },
     { name: 'libp2p', start: async () => { await p2p.start() }, stop: async () => { await p2p.stop() } },
     { name: 'services', start: async () => { await services.startEnabled() }, stop: async () => { await services.stopAll() } },
     {

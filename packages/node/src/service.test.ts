@@ -24,6 +24,7 @@ function setup (defs: ServiceDefinition[], enabled: string[] = [], events: strin
       sections: Object.fromEntries(defs.map(d => [d.name, { enabled: enabled.includes(d.name) }])),
       registrar,
       p2p: {} as never,
+      payments: () => { throw new Error('no payments in this unit test') },
       logger: pino({ level: 'silent' }),
       metrics: new Registry(),
       dataRoot: await mkdtemp(join(tmpdir(), 'btt-svc-')),

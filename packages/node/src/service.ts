@@ -1,5 +1,6 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { Meter, OutgoingChannel } from '@btt/channel'
 import type { Libp2p, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
 import type { Hono } from 'hono'
 import type { Logger } from 'pino'
@@ -42,6 +43,22 @@ export interface Service {
   status?(): Record<string, unknown>
 }
 
+/**
+ * Money as services see it: meter sessions on the provider side, opaque vouchers on the requester
+ * side. Services never see signatures, keys or the ledger.
+ */
+export interface ServicePayments {
+  /** This node's wallet account (hex public key): what requesters open channels to. */
+  readonly account: string
+  readonly ledgerId: string
+  /** Provider side: `meter.open({ peer, channelId, price })` → prepare/apply/accept. */
+  readonly meter: Pick<Meter, 'open' | 'isBanned'>
+  /** Requester side: pay `amount` more on an outgoing channel; returns the voucher (binary form) to send. */
+  pay(channelId: string, amount: bigint): Promise<Uint8Array>
+  /** Requester side: an open outgoing channel to `payee` with at least `min` unspent. */
+  findChannel(payee: string, min: bigint): OutgoingChannel | undefined
+}
+
 /** What the node gives a service. Narrow on purpose: services never see the node's internals. */
 export interface ServiceComponents<C> {
   /** The service's validated config section (amounts are bigint). */
@@ -53,6 +70,7 @@ export interface ServiceComponents<C> {
   p2p: Pick<Libp2p, 'peerId' | 'getMultiaddrs' | 'dialProtocol'>
   /** `<home>/data/<service>`, created 0700, the service's own files and databases. */
   dataDir: string
+  payments: ServicePayments
 }
 
 /** How a service plugs in: its config section and the factory that builds it. */
@@ -96,6 +114,8 @@ export interface ServiceManagerInit {
   sections: Record<string, { enabled: boolean, [k: string]: unknown }>
   registrar: ProtocolRegistrar
   p2p: ServiceComponents<unknown>['p2p']
+  /** Available once the node's payments have started (before any service starts). */
+  payments: () => ServicePayments
   logger: Logger
   metrics: Registry
   dataRoot: string
@@ -218,12 +238,15 @@ export class ServiceManager {
     try {
       const dataDir = join(this.init.dataRoot, def.name)
       await mkdir(dataDir, { recursive: true, mode: 0o700 })
+      const payments = this.init.payments
       const service = def.create({
         config: this.init.sections[def.name] as never,
         logger,
         metrics: this.init.metrics,
         p2p: this.init.p2p,
-        dataDir
+        dataDir,
+        // resolved on use: a service that never touches money does not need payments started
+        get payments () { return payments() }
       })
       if (service.name !== def.name) throw new ServiceDefinitionError(`service "${def.name}" built an instance named "${service.name}"`)
       entry.service = service

@@ -19,6 +19,8 @@ export interface AdminApiInit {
   services: Pick<ServiceManager, 'list' | 'info' | 'enable' | 'disable' | 'adminRoutes'>
   metrics: Pick<NodeMetrics, 'registry' | 'apiRequests'>
   logger: Logger
+  /** More route groups by mount path, e.g. `{ '/v1': walletAndChannelRoutes }`, behind the same auth. */
+  extraRoutes?: Record<string, Hono>
 }
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '::1']
@@ -76,6 +78,7 @@ export function createAdminApp (init: AdminApiInit): Hono {
     url.pathname = url.pathname.slice(`/v1/services/${name}`.length)
     return await routes.fetch(new Request(url, c.req.raw))
   })
+  for (const [path, routes] of Object.entries(init.extraRoutes ?? {})) app.route(path, routes)
   app.get('/metrics', async c => {
     return c.body(await init.metrics.registry.metrics(), 200, { 'Content-Type': init.metrics.registry.contentType })
   })

@@ -1,7 +1,7 @@
 import { API_CLIENT_TIMEOUT_MS } from '../constants.js'
 import { AdminApiError, NodeNotRunningError } from '../errors.js'
 import type { ServiceInfo } from '../service.js'
-import type { ApiErrorBody, NodeStatus, ServiceChangeResult } from './types.js'
+import type { ApiErrorBody, ChannelDetailJson, IncomingChannelJson, LedgerChannelJson, NodeStatus, OutgoingChannelJson, ServiceChangeResult, WalletJson } from './types.js'
 
 export interface AdminClientInit {
   /** e.g. http://127.0.0.1:7070 */
@@ -40,6 +40,42 @@ export class AdminClient {
 
   async disableService (name: string): Promise<ServiceChangeResult> {
     return await this.request<ServiceChangeResult>('POST', `/v1/services/${encodeURIComponent(name)}/disable`)
+  }
+
+  async wallet (): Promise<WalletJson> {
+    return await this.request<WalletJson>('GET', '/v1/wallet')
+  }
+
+  async faucet (amount: bigint): Promise<{ balance: string }> {
+    return await this.request('POST', '/v1/wallet/faucet', { amount: amount.toString() })
+  }
+
+  async channels (): Promise<{ incoming: IncomingChannelJson[], outgoing: OutgoingChannelJson[] }> {
+    return await this.request('GET', '/v1/channels')
+  }
+
+  async channel (id: string): Promise<ChannelDetailJson> {
+    return await this.request('GET', `/v1/channels/${encodeURIComponent(id)}`)
+  }
+
+  async openChannel (req: { payee: string, deposit: bigint, expiresAt: number }): Promise<OutgoingChannelJson> {
+    return await this.request('POST', '/v1/channels', { payee: req.payee, deposit: req.deposit.toString(), expiresAt: req.expiresAt })
+  }
+
+  async claimChannel (id: string): Promise<{ paid: string, channel: LedgerChannelJson }> {
+    return await this.request('POST', `/v1/channels/${encodeURIComponent(id)}/claim`)
+  }
+
+  async topupChannel (id: string, amount: bigint): Promise<OutgoingChannelJson> {
+    return await this.request('POST', `/v1/channels/${encodeURIComponent(id)}/topup`, { amount: amount.toString() })
+  }
+
+  async refundChannel (id: string): Promise<OutgoingChannelJson> {
+    return await this.request('POST', `/v1/channels/${encodeURIComponent(id)}/refund`)
+  }
+
+  async finalizeChannel (id: string): Promise<{ refunded: string, channel: OutgoingChannelJson }> {
+    return await this.request('POST', `/v1/channels/${encodeURIComponent(id)}/finalize`)
   }
 
   async metrics (): Promise<string> {

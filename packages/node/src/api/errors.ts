@@ -16,11 +16,30 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   CHANNEL_INVALID_AMOUNT: 400,
   SERVICE_UNKNOWN: 404,
   SERVICE_NOT_RUNNING: 409,
-  SERVICE_START_FAILED: 500
+  SERVICE_START_FAILED: 500,
+  CHANNEL_UNKNOWN: 404,
+  LEDGER_UNKNOWN_CHANNEL: 404,
+  LEDGER_FAUCET_DISABLED: 403,
+  LEDGER_INSUFFICIENT_FUNDS: 409,
+  LEDGER_NOT_EXPIRED: 409,
+  LEDGER_CHALLENGE_OPEN: 409,
+  LEDGER_ALREADY_REFUNDING: 409,
+  LEDGER_CHANNEL_FINALIZED: 409,
+  LEDGER_NOT_PAYER: 403,
+  LEDGER_NOT_PAYEE: 403,
+  LEDGER_BAD_EXPIRY: 400,
+  LEDGER_BAD_REQUEST: 400,
+  LEDGER_UNREACHABLE: 502
+}
+
+/** Codes by prefix when not listed: a voucher problem is the caller's (400). */
+function statusForPrefix (code: string): ContentfulStatusCode | undefined {
+  if (code.startsWith('CHANNEL_VOUCHER_')) return 400
+  return undefined
 }
 
 export function statusForCode (code: string): ContentfulStatusCode {
-  return STATUS_BY_CODE[code] ?? 500
+  return STATUS_BY_CODE[code] ?? statusForPrefix(code) ?? 500
 }
 
 /** hono `onError`: every error becomes `{ "error": { "code", "message" } }`; unknown errors hide their detail. */

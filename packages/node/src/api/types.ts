@@ -25,3 +25,55 @@ export interface ServiceChangeResult {
 export interface ApiErrorBody {
   error: { code: string, message: string }
 }
+
+/** Amounts in these are decimal strings of base units; times unix ms. */
+export interface WalletJson {
+  account: string
+  balance: string
+  ledger: { location: string, ledgerId: string }
+}
+
+export interface LedgerChannelJson {
+  id: string
+  ledgerId: string
+  payer: string
+  payee: string
+  nonce: string
+  deposit: string
+  claimed: string
+  expiresAt: number
+  status: 'open' | 'refunding' | 'finalized'
+  challengeEndsAt: number | null
+}
+
+export interface IncomingChannelJson {
+  id: string
+  ledgerId: string
+  payer: string
+  payee: string
+  deposit: string
+  /** Highest voucher received. */
+  received: string
+  claimed: string
+  expiresAt: number
+  status: 'open' | 'refunding' | 'finalized'
+  challengeEndsAt: number | null
+}
+
+export interface OutgoingChannelJson {
+  id: string
+  ledgerId: string
+  payer: string
+  payee: string
+  deposit: string
+  /** Highest voucher signed. */
+  spent: string
+  expiresAt: number
+  status: 'open' | 'refunding' | 'finalized'
+}
+
+export interface ChannelDetailJson {
+  ledger: LedgerChannelJson
+  incoming: IncomingChannelJson | null
+  outgoing: OutgoingChannelJson | null
+}

@@ -57,6 +57,31 @@ const p2pSection = z.strictObject({
   announce: z.array(zTcpMultiaddr).max(16).default([])
 })
 
+const ledgerSection = z.strictObject({
+  /** A ledger server (`btt-node ledger serve`) shared by many nodes. Empty: the embedded ledger in <home>/data/ledger.db. */
+  url: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'must be an http(s) URL or empty' })]).default(''),
+  /** Embedded ledger only: allow the dev faucet (`btt-node wallet faucet`). Never on a ledger holding real value. */
+  dev: z.boolean().default(false),
+  /** Embedded ledger only: the refund challenge window, seconds. */
+  challenge_window_seconds: z.int().min(1).max(30 * 86400).default(3600)
+})
+
+const paymentsSection = z.strictObject({
+  /** Claim once this much received value is unclaimed. */
+  claim_threshold: zAmount.default(10n ** 18n),
+  /** Claim everything this many seconds before a channel expires; channels closer to expiry are not served. */
+  claim_margin_seconds: z.int().min(0).max(30 * 86400).default(3600),
+  /** How often to ask the ledger about channels holding unclaimed value (refunds, expiry). */
+  claim_poll_seconds: z.int().min(1).max(3600).default(60),
+  /** Stop delivering to a payer that has not paid a delivered unit after this long. */
+  payment_timeout_seconds: z.int().min(1).max(3600).default(30),
+  /** Credit-exposure cap: units delivered and unpaid per session. */
+  max_unpaid_units: z.int().min(1).max(1024).default(1),
+  /** Payment failures in a row before a peer is banned, and for how long. */
+  ban_after_failures: z.int().min(1).max(1000).default(3),
+  ban_minutes: z.int().min(0).max(60 * 24 * 365).default(60)
+})
+
 /** Every service section has `enabled`; the service adds its own keys. */
 const serviceBase = { enabled: z.boolean().default(false) }
 
@@ -70,6 +95,8 @@ export function buildConfigSchema (services: readonly ServiceDefinition[]) {
     log: logSection.prefault({}),
     api: apiSection.prefault({}),
     p2p: p2pSection.prefault({}),
+    ledger: ledgerSection.prefault({}),
+    payments: paymentsSection.prefault({}),
     services: z.strictObject(serviceShape).prefault({})
   })
 }
