@@ -45,6 +45,14 @@ export function verify (signature: Uint8Array, message: Uint8Array, publicKey: U
   return sodium.crypto_sign_verify_detached(asBuffer(signature), asBuffer(message), asBuffer(publicKey))
 }
 
+/**
+ * Whether 32 bytes are a usable ed25519 public key: a canonical encoding of a point on the curve,
+ * in the main subgroup, not of small order (the all-zero and identity encodings are refused).
+ */
+export function isValidPublicKey (key: Uint8Array): boolean {
+  return key.length === PUBLIC_KEY_BYTES && sodium.crypto_core_ed25519_is_valid_point(asBuffer(key))
+}
+
 /** BLAKE2b-256 of the concatenated parts. */
 export function blake2b256 (...parts: Uint8Array[]): Uint8Array {
   const out = Buffer.alloc(HASH_BYTES)

@@ -4,7 +4,7 @@
  */
 export { BTT_DECIMALS, BASE_UNITS_PER_BTT, MAX_AMOUNT, parseBtt, parseBaseUnits, formatBtt, checkAmount } from './amount.js'
 export * from './errors.js'
-export { generateKeyPair, keyPairFromSeed, sign, verify, blake2b256, randomBytes, toHex, fromHex, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, type KeyPair } from './crypto.js'
+export { generateKeyPair, keyPairFromSeed, sign, verify, isValidPublicKey, blake2b256, randomBytes, toHex, fromHex, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, type KeyPair } from './crypto.js'
 export {
   VOUCHER_BYTES,
   VOUCHER_DOMAIN,

@@ -12,6 +12,7 @@ declare module 'sodium-native' {
     crypto_sign_verify_detached(sig: Buffer, message: Buffer, pk: Buffer): boolean
     crypto_generichash(out: Buffer, input: Buffer, key?: Buffer): void
     randombytes_buf(buf: Buffer): void
+    crypto_core_ed25519_is_valid_point(p: Buffer): boolean
     sodium_memzero(buf: Buffer): void
   }
   export default sodium

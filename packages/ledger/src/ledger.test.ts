@@ -336,3 +336,17 @@ describe('two Ledger instances on one database file', () => {
     b.close()
   })
 })
+
+describe('open refuses payee keys that could never claim', () => {
+  it.each([
+    ['all-zero', '00'.repeat(32)],
+    ['identity point', '01' + '00'.repeat(31)],
+    ['not on the curve', '02' + '00'.repeat(31)]
+  ])('%s', (_what, payee) => {
+    const { ledger, payer, clock } = setup()
+    const before = snapshot(ledger, [payer.hex])
+    expect(() => ledger.open(payer.hex, { payee, deposit: 10n, expiresAt: clock.now() + HOUR, nonce: nonce32() }))
+      .toThrow(expect.objectContaining({ code: 'LEDGER_BAD_REQUEST', message: expect.stringContaining('valid ed25519') }))
+    expect(snapshot(ledger, [payer.hex])).toBe(before)
+  })
+})

@@ -1,4 +1,5 @@
 import {
+  isValidPublicKey,
   BadSignatureError,
   InvalidAmountError,
   MAX_AMOUNT,
@@ -152,6 +153,8 @@ export class Ledger {
   open (payer: string, req: { payee: string, deposit: bigint, expiresAt: number, nonce: string }): LedgerChannel {
     checkKey(payer, 'payer')
     checkKey(req.payee, 'payee')
+    // a payee key off the curve could never sign a claim: its deposit would be stuck until refund
+    if (!isValidPublicKey(Buffer.from(req.payee, 'hex'))) throw new BadRequestError('payee is not a valid ed25519 public key')
     checkKey(req.nonce, 'nonce')
     if (req.payee === payer) throw new BadRequestError('payer and payee must differ')
     positive(req.deposit, 'deposit')
