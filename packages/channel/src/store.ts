@@ -89,7 +89,8 @@ export class StoreFailedError extends Error {
  */
 export class SqliteChannelStore implements ChannelStore {
   private readonly db: DatabaseSync
-  private readonly writer: Worker
+  private writerThread: Worker | undefined
+  private readonly path: string
   private readonly sql: Record<'getIn' | 'listIn' | 'getOut' | 'listOut', StatementSync>
   /** The latest state of every channel read or written: committed, or queued for the next commit. */
   private readonly cacheIn = new Map<string, IncomingChannel>()
@@ -124,11 +125,7 @@ export class SqliteChannelStore implements ChannelStore {
       getOut: this.db.prepare('SELECT * FROM outgoing WHERE id = ?'),
       listOut: this.db.prepare('SELECT * FROM outgoing ORDER BY id')
     }
-    // an in-memory database cannot be shared with a thread: write it here, synchronously
-    this.writer = new Worker(WRITER_SOURCE, { eval: true, workerData: { path } })
-    this.writer.unref()
-    this.writer.on('message', (msg: { id: number, ok: boolean, error?: string }) => { this.onCommitted(msg) })
-    this.writer.on('error', err => { this.fail(err) })
+    this.path = path
   }
 
   getIncoming (id: string): IncomingChannel | undefined {
@@ -188,16 +185,36 @@ export class SqliteChannelStore implements ChannelStore {
     return String((this.db.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check)
   }
 
+  /** The writer thread, started on the first write: an idle node does not pay for a second V8 isolate. */
+  private get writer (): Worker {
+    if (this.writerThread === undefined) {
+      const w = new Worker(WRITER_SOURCE, {
+        eval: true,
+        workerData: { path: this.path },
+        // it only runs SQLite statements: a small heap is plenty
+        resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 }
+      })
+      w.unref()
+      w.on('message', (msg: { id: number, ok: boolean, error?: string }) => { this.onCommitted(msg) })
+      w.on('error', err => { this.fail(err) })
+      this.writerThread = w
+    }
+    return this.writerThread
+  }
+
   /** Wait for every queued update to commit, then close. */
   async close (): Promise<void> {
     this.closing ??= (async () => {
       this.flush()
       while (this.inflight.size > 0) await new Promise(resolve => setTimeout(resolve, 1))
-      await new Promise<void>(resolve => {
-        this.writer.once('message', () => { resolve() })
-        this.writer.postMessage('close')
-      })
-      await this.writer.terminate()
+      const w = this.writerThread
+      if (w !== undefined) {
+        await new Promise<void>(resolve => {
+          w.once('message', () => { resolve() })
+          w.postMessage('close')
+        })
+        await w.terminate()
+      }
       this.db.close()
     })()
     await this.closing
