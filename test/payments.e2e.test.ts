@@ -13,9 +13,9 @@ afterEach(() => {
 })
 
 /** `btt-node ledger serve --dev` as its own process; resolves with its URL. */
-async function startLedger (args: string[] = []): Promise<{ url: string, child: ChildProcess }> {
-  const dir = await tempHome('btt-ledger-')
-  const child = spawn(process.execPath, [CLI, 'ledger', 'serve', '--dev', '--port', '0', '--db', join(dir, 'ledger.db'), ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+async function startLedger (args: string[] = []): Promise<{ url: string, db: string, child: ChildProcess }> {
+  const db = join(await tempHome('btt-ledger-'), 'ledger.db')
+  const child = spawn(process.execPath, [CLI, 'ledger', 'serve', '--dev', '--port', '0', '--db', db, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
   children.push(child)
   const url = await new Promise<string>((resolve, reject) => {
     let out = ''
@@ -28,7 +28,7 @@ async function startLedger (args: string[] = []): Promise<{ url: string, child: 
     child.stderr?.on('data', onData)
     child.on('exit', code => { reject(new Error(`ledger exited ${code}: ${out}`)) })
   })
-  return { url, child }
+  return { url, db, child }
 }
 
 interface NodeProc { child: ChildProcess, api: AdminClient, home: string, addr: string, account: string, stop: () => Promise<number | null> }
@@ -85,6 +85,21 @@ describe('payments end to end: ledger server, payee node and payer node in separ
     expect(bought.paid).toBe((7n * PRICE).toString())
     const held = await payee.api.channel(channel.id)
     expect(held.incoming?.received).toBe((7n * PRICE).toString())
+    // the read commands an operator uses
+    expect((await runCli(['wallet', 'address', '--home', payeeHome])).stdout.trim()).toBe(payee.account)
+    const listed = JSON.parse((await runCli(['channels', 'list', '--home', payeeHome, '--json'])).stdout) as { incoming: Array<{ id: string, received: string }>, outgoing: unknown[] }
+    expect(listed).toEqual({ incoming: [expect.objectContaining({ id: channel.id, received: (7n * PRICE).toString() })], outgoing: [] })
+    const shown = await runCli(['channels', 'show', channel.id, '--home', payeeHome])
+    expect(shown.stdout).toContain('deposit   0.5 BTT')
+    expect(shown.stdout).toContain('received  0.007 BTT')
+    expect((await runCli(['wallet', 'balance', '--home', payerHome])).stdout).toMatch(/^9\.5 BTT /)
+    const badOpen = await runCli(['channels', 'open', '--payee', 'xyz', '--deposit', '1', '--home', payerHome])
+    expect(badOpen.code).toBe(2)
+    expect(badOpen.stderr).toContain('--payee must be 64 lower-case hex')
+    const badAmount = await runCli(['channels', 'open', '--payee', payee.account, '--deposit', '0.1234567890123456789', '--home', payerHome])
+    expect(badAmount.code).toBe(1)
+    expect(badAmount.stderr.replace(/[\s›]+/g, ' ')).toContain('has more than 18 decimals Code: CHANNEL_INVALID_AMOUNT')
+    expect(badAmount.stderr).not.toContain('InvalidAmountError')
 
     const claim = await runCli(['channels', 'claim', channel.id, '--home', payeeHome, '--json'])
     expect(claim.code, claim.stderr).toBe(0)
@@ -108,7 +123,11 @@ describe('payments end to end: ledger server, payee node and payer node in separ
 
     const check = await runCli(['ledger', 'check', '--url', ledger.url, '--json'])
     expect(check.code, check.stderr).toBe(0)
-    expect(JSON.parse(check.stdout)).toMatchObject({ ok: true })
+    expect(JSON.parse(check.stdout)).toMatchObject({ ok: true, totalMinted: (10n * BTT).toString() })
+    // the same check straight on the database file, while the server runs
+    const onDb = await runCli(['ledger', 'check', '--db', ledger.db])
+    expect(onDb.code, onDb.stderr).toBe(0)
+    expect(onDb.stdout).toContain('ok: balances 10 + locked 0 = minted 10 BTT')
     await payer.stop()
     await payee.stop()
   })

@@ -38,10 +38,12 @@ export abstract class BaseCommand extends Command {
   }
 
   protected override async catch (err: Error & { exitCode?: number, code?: string }): Promise<unknown> {
-    if (!(err instanceof NodeError)) return await super.catch(err)
+    // our errors (node, channel, ledger, admin API) carry a stable code: print code and message, no stack
+    const ours = err instanceof NodeError || (typeof err.code === 'string' && /^(CHANNEL|LEDGER|CONFIG|API|SERVICE|NODE|KEY|HOME)_[A-Z0-9_]+$/.test(err.code))
+    if (!ours) return await super.catch(err)
     const exit = err instanceof ConfigError ? EXIT.config : err instanceof NodeNotRunningError ? EXIT.notRunning : 1
     if (this.jsonEnabled()) {
-      this.logJson({ error: { code: err.code, message: err.message } })
+      this.logJson({ error: { code: err.code as string, message: err.message } })
       this.exit(exit)
     }
     this.error(err.message, { exit, code: err.code })
