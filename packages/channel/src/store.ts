@@ -61,6 +61,16 @@ parentPort.on('message', batch => {
 })
 `
 
+/** One table of the store. `cache` holds the latest state of every channel read or written: committed, or queued for the next commit. */
+interface Table<S> {
+  name: 'in' | 'out'
+  cache: Map<string, S>
+  getRow: StatementSync
+  listRows: StatementSync
+  fromRow: (r: Record<string, unknown>) => S
+  toRow: (s: S) => SQLInputValue[]
+}
+
 interface PendingWrite {
   table: 'in' | 'out'
   row: SQLInputValue[]
@@ -91,10 +101,8 @@ export class SqliteChannelStore implements ChannelStore {
   private readonly db: DatabaseSync
   private writerThread: Worker | undefined
   private readonly path: string
-  private readonly sql: Record<'getIn' | 'listIn' | 'getOut' | 'listOut', StatementSync>
-  /** The latest state of every channel read or written: committed, or queued for the next commit. */
-  private readonly cacheIn = new Map<string, IncomingChannel>()
-  private readonly cacheOut = new Map<string, OutgoingChannel>()
+  private readonly incoming: Table<IncomingChannel>
+  private readonly outgoing: Table<OutgoingChannel>
   private readonly inflight = new Map<number, Batch>()
   private current: Batch | undefined
   private nextBatchId = 1
@@ -119,65 +127,59 @@ export class SqliteChannelStore implements ChannelStore {
         deposit BLOB NOT NULL, expires_at INTEGER NOT NULL, status TEXT NOT NULL, spent BLOB NOT NULL
       ) STRICT;
     `)
-    this.sql = {
-      getIn: this.db.prepare('SELECT * FROM incoming WHERE id = ?'),
-      listIn: this.db.prepare('SELECT * FROM incoming ORDER BY id'),
-      getOut: this.db.prepare('SELECT * FROM outgoing WHERE id = ?'),
-      listOut: this.db.prepare('SELECT * FROM outgoing ORDER BY id')
-    }
+    this.incoming = { name: 'in', cache: new Map(), getRow: this.db.prepare('SELECT * FROM incoming WHERE id = ?'), listRows: this.db.prepare('SELECT * FROM incoming ORDER BY id'), fromRow: incomingFromRow, toRow: incomingToRow }
+    this.outgoing = { name: 'out', cache: new Map(), getRow: this.db.prepare('SELECT * FROM outgoing WHERE id = ?'), listRows: this.db.prepare('SELECT * FROM outgoing ORDER BY id'), fromRow: outgoingFromRow, toRow: outgoingToRow }
     this.path = path
   }
 
   getIncoming (id: string): IncomingChannel | undefined {
-    let c = this.cacheIn.get(id)
-    if (c === undefined) {
-      const row = this.sql.getIn.get(id)
-      if (row === undefined) return undefined
-      c = incomingFromRow(row)
-      this.cacheIn.set(id, c)
-    }
-    return { ...c }
+    return this.get(this.incoming, id)
   }
 
   listIncoming (): IncomingChannel[] {
-    const rows = new Map(this.sql.listIn.all().map(r => { const c = incomingFromRow(r); return [c.id, c] }))
-    for (const [id, c] of this.cacheIn) rows.set(id, { ...c })
-    return [...rows.keys()].sort().map(id => rows.get(id) as IncomingChannel)
+    return this.list(this.incoming)
   }
 
   async updateIncoming<T> (id: string, fn: (current: IncomingChannel | undefined) => { state: IncomingChannel, result: T }): Promise<T> {
-    this.assertUsable()
-    const { state, result } = fn(this.getIncoming(id))
-    if (state.id !== id) throw new Error('a channel record cannot change its id')
-    const frozen = { ...state }
-    this.cacheIn.set(id, frozen)
-    return await this.queue({ table: 'in', row: incomingToRow(frozen) }, result)
+    return await this.update(this.incoming, id, fn)
   }
 
   getOutgoing (id: string): OutgoingChannel | undefined {
-    let c = this.cacheOut.get(id)
+    return this.get(this.outgoing, id)
+  }
+
+  listOutgoing (): OutgoingChannel[] {
+    return this.list(this.outgoing)
+  }
+
+  async updateOutgoing<T> (id: string, fn: (current: OutgoingChannel | undefined) => { state: OutgoingChannel, result: T }): Promise<T> {
+    return await this.update(this.outgoing, id, fn)
+  }
+
+  private get<S extends { id: string }> (t: Table<S>, id: string): S | undefined {
+    let c = t.cache.get(id)
     if (c === undefined) {
-      const row = this.sql.getOut.get(id)
+      const row = t.getRow.get(id)
       if (row === undefined) return undefined
-      c = outgoingFromRow(row)
-      this.cacheOut.set(id, c)
+      c = t.fromRow(row)
+      t.cache.set(id, c)
     }
     return { ...c }
   }
 
-  listOutgoing (): OutgoingChannel[] {
-    const rows = new Map(this.sql.listOut.all().map(r => { const c = outgoingFromRow(r); return [c.id, c] }))
-    for (const [id, c] of this.cacheOut) rows.set(id, { ...c })
-    return [...rows.keys()].sort().map(id => rows.get(id) as OutgoingChannel)
+  private list<S extends { id: string }> (t: Table<S>): S[] {
+    const rows = new Map(t.listRows.all().map(r => { const c = t.fromRow(r); return [c.id, c] }))
+    for (const [id, c] of t.cache) rows.set(id, { ...c })
+    return [...rows.keys()].sort().map(id => rows.get(id) as S)
   }
 
-  async updateOutgoing<T> (id: string, fn: (current: OutgoingChannel | undefined) => { state: OutgoingChannel, result: T }): Promise<T> {
+  private async update<S extends { id: string }, T> (t: Table<S>, id: string, fn: (current: S | undefined) => { state: S, result: T }): Promise<T> {
     this.assertUsable()
-    const { state, result } = fn(this.getOutgoing(id))
+    const { state, result } = fn(this.get(t, id))
     if (state.id !== id) throw new Error('a channel record cannot change its id')
     const frozen = { ...state }
-    this.cacheOut.set(id, frozen)
-    return await this.queue({ table: 'out', row: outgoingToRow(frozen) }, result)
+    t.cache.set(id, frozen)
+    return await this.queue({ table: t.name, row: t.toRow(frozen) }, result)
   }
 
   /** `PRAGMA integrity_check`: 'ok' when the database is sound. */

@@ -1,4 +1,5 @@
-import { parseBaseUnits, type IncomingChannel, type LedgerChannel, type OutgoingChannel } from '@btt/channel'
+import { parseBaseUnits, type IncomingChannel, type OutgoingChannel } from '@btt/channel'
+import { channelToJson as ledgerChannelJson } from '@btt/ledger'
 import { Hono } from 'hono'
 import { z } from 'zod'
 import { NodeError } from '../errors.js'
@@ -15,10 +16,6 @@ const zBaseUnits = z.string().transform((s, ctx) => {
 })
 
 /** Amounts as decimal strings of base units, the JSON form everywhere. */
-export function ledgerChannelJson (c: LedgerChannel) {
-  return { ...c, deposit: c.deposit.toString(), claimed: c.claimed.toString() }
-}
-
 export function incomingJson (c: IncomingChannel) {
   return {
     id: c.id,

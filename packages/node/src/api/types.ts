@@ -1,3 +1,4 @@
+import type { ChannelJson } from '@btt/ledger'
 import type { ServiceInfo } from '../service.js'
 
 /** `GET /v1/status`. */
@@ -33,18 +34,8 @@ export interface WalletJson {
   ledger: { location: string, ledgerId: string }
 }
 
-export interface LedgerChannelJson {
-  id: string
-  ledgerId: string
-  payer: string
-  payee: string
-  nonce: string
-  deposit: string
-  claimed: string
-  expiresAt: number
-  status: 'open' | 'refunding' | 'finalized'
-  challengeEndsAt: number | null
-}
+/** A channel as the ledger describes it (the ledger's own JSON form). */
+export type LedgerChannelJson = ChannelJson
 
 export interface IncomingChannelJson {
   id: string
