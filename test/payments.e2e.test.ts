@@ -73,9 +73,10 @@ describe('payments end to end: ledger server, payee node and payer node in separ
     expect(faucet.code, faucet.stderr).toBe(0)
     expect(JSON.parse(faucet.stdout)).toEqual({ balance: (10n * BTT).toString() })
 
-    const open = await runCli(['channels', 'open', '--payee', payee.account, '--deposit', '0.5', '--expires', '6s', '--home', payerHome, '--json'])
+    // long enough that the payee's own claimer (1 s before expiry) does not claim before we do
+    const open = await runCli(['channels', 'open', '--payee', payee.account, '--deposit', '0.5', '--expires', '15s', '--home', payerHome, '--json'])
     expect(open.code, open.stderr).toBe(0)
-    const channel = JSON.parse(open.stdout) as { id: string, deposit: string }
+    const channel = JSON.parse(open.stdout) as { id: string, deposit: string, expiresAt: number }
     expect(channel.deposit).toBe((BTT / 2n).toString())
     expect((await payer.api.wallet()).balance).toBe((10n * BTT - BTT / 2n).toString())
 
@@ -112,7 +113,7 @@ describe('payments end to end: ledger server, payee node and payer node in separ
     const early = await runCli(['channels', 'refund', channel.id, '--home', payerHome])
     expect(early.code).toBe(1)
     expect(early.stderr).toContain('LEDGER_NOT_EXPIRED')
-    await new Promise(resolve => setTimeout(resolve, 6500))
+    await new Promise(resolve => setTimeout(resolve, Math.max(0, channel.expiresAt - Date.now() + 300)))
     expect((await runCli(['channels', 'refund', channel.id, '--home', payerHome])).code).toBe(0)
     await new Promise(resolve => setTimeout(resolve, 2500))
     const fin = await runCli(['channels', 'finalize', channel.id, '--home', payerHome, '--json'])

@@ -1,8 +1,8 @@
 import { DEFAULT_BAN_AFTER_FAILURES, DEFAULT_BAN_MS, DEFAULT_CLAIM_SAFETY_MARGIN_MS, DEFAULT_CLAIM_THRESHOLD, DEFAULT_MAX_UNPAID_UNITS, DEFAULT_PAYMENT_TIMEOUT_MS } from './constants.js'
 import { toHex } from './crypto.js'
-import { ChannelClosedError, ChannelError, DepositExhaustedError, PaymentTimeoutError, PeerBannedError, SessionClosedError, UnknownChannelError, WrongChannelError, WrongLedgerError } from './errors.js'
+import { ChannelClosedError, ChannelError, DepositExhaustedError, OverDepositError, PaymentTimeoutError, PeerBannedError, SessionClosedError, UnknownChannelError, WrongChannelError, WrongLedgerError } from './errors.js'
 import type { LedgerClient } from './ledger-api.js'
-import { fromLedger, reduce, type ClaimPolicy, type ClaimReason } from './state.js'
+import { fromLedger, reduce, type ChannelEffect, type ClaimPolicy, type ClaimReason, type IncomingChannel } from './state.js'
 import type { ChannelStore } from './store.js'
 import { decodeVoucher, type Voucher } from './voucher.js'
 
@@ -61,17 +61,34 @@ export class Meter {
     if (typeof session.price !== 'bigint' || session.price <= 0n) throw new ChannelError('CHANNEL_BAD_PRICE', 'a session price must be a positive amount')
     let channel = this.init.store.getIncoming(session.channelId)
     if (channel === undefined) {
-      const remote = await this.init.ledger.channel(session.channelId)
+      const remote = fromLedger(await this.init.ledger.channel(session.channelId))
+      // check before storing: a peer must not be able to fill our store with other people's channels
+      this.checkUsable(remote)
       channel = await this.init.store.updateIncoming(session.channelId, cur => {
-        const state = cur ?? fromLedger(remote)
+        const state = cur ?? remote
         return { state, result: state }
       })
     }
+    this.checkUsable(channel)
+    return new MeterSession(this, session)
+  }
+
+  /** @internal a channel we may deliver on now: ours, on our ledger, open, not near expiry. */
+  checkUsable (channel: IncomingChannel): void {
     if (channel.ledgerId !== this.init.ledgerId) throw new WrongLedgerError(`channel ${channel.id} is on ledger ${channel.ledgerId}, we settle on ${this.init.ledgerId}`)
     if (channel.payee !== this.init.payee) throw new WrongChannelError(`channel ${channel.id} pays ${channel.payee}, not this node`)
     if (channel.status !== 'open') throw new ChannelClosedError(`channel ${channel.id} is ${channel.status}`)
     if (channel.expiresAt - this.policy.safetyMarginMs <= this.now()) throw new ChannelClosedError(`channel ${channel.id} expires too soon to be used`)
-    return new MeterSession(this, session)
+  }
+
+  /** @internal the ledger's view of a channel (top-ups, extensions, refunds), merged into ours. */
+  async refresh (channelId: string): Promise<void> {
+    const remote = await this.init.ledger.channel(channelId)
+    const now = this.now()
+    await this.init.store.updateIncoming(channelId, cur => {
+      if (cur === undefined) throw new UnknownChannelError(channelId)
+      return { state: reduce(cur, { type: 'ledger', channel: remote, now }, this.policy).state, result: undefined }
+    })
   }
 
   isBanned (peer: string): boolean {
@@ -107,12 +124,23 @@ export class Meter {
   /** @internal accept a voucher on a channel: verify, persist, then report the new value. */
   async acceptOn (channelId: string, voucher: Voucher): Promise<bigint> {
     if (toHex(voucher.channelId) !== channelId) throw new WrongChannelError(`voucher is for channel ${toHex(voucher.channelId)}, this session pays on ${channelId}`)
-    const now = this.now()
-    const effects = await this.init.store.updateIncoming(channelId, cur => {
-      if (cur === undefined) throw new UnknownChannelError(channelId)
-      const t = reduce(cur, { type: 'voucher', voucher, now }, this.policy)
-      return { state: t.state, result: t.effects }
-    })
+    const apply = async (): Promise<ChannelEffect[]> => {
+      const now = this.now()
+      return await this.init.store.updateIncoming(channelId, cur => {
+        if (cur === undefined) throw new UnknownChannelError(channelId)
+        const t = reduce(cur, { type: 'voucher', voucher, now }, this.policy)
+        return { state: t.state, result: t.effects }
+      })
+    }
+    let effects: ChannelEffect[]
+    try {
+      effects = await apply()
+    } catch (err) {
+      // the payer may have topped up since we last asked the ledger: ask, then try once more
+      if (!(err instanceof OverDepositError)) throw err
+      await this.refresh(channelId)
+      effects = await apply()
+    }
     let credited = 0n
     for (const e of effects) {
       if (e.type === 'credit') credited += e.amount
@@ -122,9 +150,10 @@ export class Meter {
   }
 
   /** @internal */
-  remainingDeposit (channelId: string): bigint {
+  channel (channelId: string): IncomingChannel {
     const c = this.init.store.getIncoming(channelId)
-    return c === undefined ? 0n : c.deposit - c.highest
+    if (c === undefined) throw new UnknownChannelError(channelId)
+    return c
   }
 
   get paymentTimeoutMs (): number { return this.init.paymentTimeoutMs ?? DEFAULT_PAYMENT_TIMEOUT_MS }
@@ -163,11 +192,41 @@ export class MeterSession {
     const cost = BigInt(units) * this.init.price
     const cap = this.meter.maxUnpaidUnits * this.init.price
     const exposure = (): bigint => this.delivered + this.reserved + cost - this.paid
-    // what would be unpaid after this delivery must still fit in what the channel can pay
-    const remaining = this.meter.remainingDeposit(this.init.channelId)
-    if (exposure() > remaining) throw new DepositExhaustedError(`channel ${this.init.channelId} has ${remaining} base units left, ${exposure()} needed: top it up`)
-    if (exposure() > cap) await this.waitForCredit(() => exposure() <= cap)
-    this.reserved += cost
+    const usable = (): void => {
+      try {
+        // expiry and status are checked on every unit, not only at open
+        this.meter.checkUsable(this.meter.channel(this.init.channelId))
+      } catch (err) {
+        this.controller.abort(err)
+        throw err
+      }
+    }
+    const fitsDeposit = (): boolean => {
+      const c = this.meter.channel(this.init.channelId)
+      return exposure() <= c.deposit - c.highest
+    }
+    usable()
+    if (!fitsDeposit()) {
+      // the payer may have topped up since we last asked the ledger
+      await this.meter.refresh(this.init.channelId)
+      if (!fitsDeposit()) {
+        const c = this.meter.channel(this.init.channelId)
+        throw new DepositExhaustedError(`channel ${this.init.channelId} has ${c.deposit - c.highest} base units left, ${exposure()} needed: top it up`)
+      }
+    }
+    // check and reserve in one synchronous step, so concurrent prepares cannot both pass the cap
+    const tryReserve = (): boolean => {
+      if (exposure() > cap || !fitsDeposit()) return false
+      this.reserved += cost
+      return true
+    }
+    if (!tryReserve()) await this.waitForCredit(tryReserve)
+    try {
+      usable()
+    } catch (err) {
+      this.reserved -= cost
+      throw err
+    }
     let done = false
     return {
       apply: () => {

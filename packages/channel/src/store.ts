@@ -47,14 +47,18 @@ const put = {
   in: db.prepare(${JSON.stringify(PUT_IN)}),
   out: db.prepare(${JSON.stringify(PUT_OUT)})
 }
+let failed = false
 parentPort.on('message', batch => {
   if (batch === 'close') { db.close(); parentPort.postMessage({ closed: true }); return }
+  // after one failed batch nothing more is written: later rows may build on the failed state
+  if (failed) { parentPort.postMessage({ id: batch.id, ok: false, error: 'an earlier commit failed' }); return }
   try {
     db.exec('BEGIN IMMEDIATE')
     for (const w of batch.writes) put[w.table].run(...w.row)
     db.exec('COMMIT')
     parentPort.postMessage({ id: batch.id, ok: true })
   } catch (error) {
+    failed = true
     if (db.isTransaction) db.exec('ROLLBACK')
     parentPort.postMessage({ id: batch.id, ok: false, error: String(error && error.message || error) })
   }
@@ -199,6 +203,7 @@ export class SqliteChannelStore implements ChannelStore {
       w.unref()
       w.on('message', (msg: { id: number, ok: boolean, error?: string }) => { this.onCommitted(msg) })
       w.on('error', err => { this.fail(err) })
+      w.on('exit', code => { if (this.closing === undefined) this.fail(new Error(`channel store writer exited (${code})`)) })
       this.writerThread = w
     }
     return this.writerThread
@@ -208,15 +213,16 @@ export class SqliteChannelStore implements ChannelStore {
   async close (): Promise<void> {
     this.closing ??= (async () => {
       this.flush()
-      while (this.inflight.size > 0) await new Promise(resolve => setTimeout(resolve, 1))
+      while (this.inflight.size > 0 && this.failed === undefined) await new Promise(resolve => setTimeout(resolve, 1))
       const w = this.writerThread
-      if (w !== undefined) {
+      if (w !== undefined && this.failed === undefined) {
         await new Promise<void>(resolve => {
           w.once('message', () => { resolve() })
           w.postMessage('close')
         })
         await w.terminate()
       }
+      else if (w !== undefined) await w.terminate()
       this.db.close()
     })()
     await this.closing
@@ -241,7 +247,7 @@ export class SqliteChannelStore implements ChannelStore {
   private flush (): void {
     const batch = this.current
     this.current = undefined
-    if (batch === undefined) return
+    if (batch === undefined || this.failed !== undefined) return
     this.inflight.set(batch.id, batch)
     this.writer.postMessage({ id: batch.id, writes: batch.writes })
   }
@@ -260,8 +266,12 @@ export class SqliteChannelStore implements ChannelStore {
 
   private fail (err: Error): void {
     this.failed ??= err
-    for (const batch of this.inflight.values()) for (const w of batch.waiters) w.reject(new StoreFailedError(`commit failed: ${err.message}`, { cause: err }))
+    const batches = [...this.inflight.values(), ...(this.current === undefined ? [] : [this.current])]
     this.inflight.clear()
+    this.current = undefined
+    for (const batch of batches) for (const w of batch.waiters) w.reject(new StoreFailedError(`commit failed: ${err.message}`, { cause: err }))
+    // nothing queued after the failure may reach the disk
+    void this.writerThread?.terminate()
   }
 }
 

@@ -79,7 +79,7 @@ export async function startPayments (init: PaymentsInit): Promise<Payments> {
     store,
     async stop () {
       await claimer.stop()
-      store.close()
+      await store.close()
       closeLedger()
     }
   }
