@@ -40,10 +40,15 @@ export class Payer {
     return this.voucherOf(channel)
   }
 
-  /** The voucher for what has been paid so far (to re-send after a reconnect). */
-  latestVoucher (channelId: string): Voucher {
-    const channel = this.init.store.getOutgoing(channelId)
-    if (channel === undefined) throw new UnknownChannelError(channelId)
+  /**
+   * The voucher for what has been paid so far (to re-send after a reconnect). It resolves once that
+   * amount is durable: a rewrite of the same record commits after every write queued before it.
+   */
+  async latestVoucher (channelId: string): Promise<Voucher> {
+    const channel = await this.init.store.updateOutgoing(channelId, cur => {
+      if (cur === undefined) throw new UnknownChannelError(channelId)
+      return { state: cur, result: cur }
+    })
     return this.voucherOf(channel)
   }
 
