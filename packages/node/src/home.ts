@@ -9,7 +9,8 @@ import { writeConfigFile } from './config/edit.js'
 import { ENV_PREFIX } from './constants.js'
 import { HomeExistsError, HomeNotInitialisedError, KeyFileError, NodeAlreadyRunningError } from './errors.js'
 import { writeFileAtomic } from './fs.js'
-import { generateKeyPair, readKeyFile, writeKeyFile, type Ed25519KeyPair } from './keys.js'
+import { generateKeyPair } from '@btt/channel'
+import { readKeyFile, writeKeyFile, type Ed25519KeyPair } from './keys.js'
 
 /** Where everything of one node lives. */
 export interface HomePaths {

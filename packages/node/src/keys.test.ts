@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { initHome, peerIdOf } from './home.js'
-import { generateKeyPair, readKeyFile, writeKeyFile } from './keys.js'
+import { generateKeyPair } from '@btt/channel'
+import { readKeyFile, writeKeyFile } from './keys.js'
 
 let dir: string
 beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'btt-keys-')) })

@@ -1,16 +1,10 @@
 import { readFile, stat } from 'node:fs/promises'
-import { generateKeyPair, keyPairFromSeed } from '@btt/channel'
+import { keyPairFromSeed, type KeyPair } from '@btt/channel'
 import { KeyFileError } from './errors.js'
 import { writeFileAtomic } from './fs.js'
 
-/**
- * An ed25519 key pair in libsodium's layout: `secretKey` is seed ‖ publicKey (64 bytes),
- * the same layout libp2p uses for raw Ed25519 private keys.
- */
-export interface Ed25519KeyPair {
-  publicKey: Uint8Array
-  secretKey: Uint8Array
-}
+/** @btt/channel's key pair: libsodium's layout, `secretKey` = seed ‖ publicKey, as libp2p's raw Ed25519 keys. */
+export type Ed25519KeyPair = KeyPair
 
 /** What a key is for. The identity key signs transport handshakes and DHT offers; the wallet key signs money. */
 export type KeyPurpose = 'identity' | 'wallet'
@@ -24,8 +18,6 @@ interface KeyFileV1 {
   /** base64 of the 32-byte public key, checked against the seed on load. */
   publicKey: string
 }
-
-export { generateKeyPair }
 
 const SEED_BYTES = 32
 
