@@ -24,7 +24,7 @@ export abstract class BaseCommand extends Command {
   }
 
   /** A typed client of the node running on this home, found through node.json or config.toml. */
-  protected async client (home: string): Promise<AdminClient> {
+  protected async client (home: string, opts: { timeoutMs?: number } = {}): Promise<AdminClient> {
     const paths = await assertInitialised(home)
     const runtime = await readRuntimeInfo(paths)
     let url = runtime?.apiUrl
@@ -34,12 +34,12 @@ export abstract class BaseCommand extends Command {
       const host = api.host ?? DEFAULT_API_HOST
       url = `http://${host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host}:${api.port ?? DEFAULT_API_PORT}`
     }
-    return new AdminClient({ url, token: await readApiToken(paths) })
+    return new AdminClient({ url, token: await readApiToken(paths), ...opts })
   }
 
   protected override async catch (err: Error & { exitCode?: number, code?: string }): Promise<unknown> {
     // our errors (node, channel, ledger, admin API) carry a stable code: print code and message, no stack
-    const ours = err instanceof NodeError || (typeof err.code === 'string' && /^(CHANNEL|LEDGER|CONFIG|API|SERVICE|NODE|KEY|HOME)_[A-Z0-9_]+$/.test(err.code))
+    const ours = err instanceof NodeError || (typeof err.code === 'string' && /^(CHANNEL|LEDGER|CONFIG|API|SERVICE|NODE|KEY|HOME|SEEDING|TORRENT|MAGNET|BENCODE|EXT|WIRE|TRACKER)_[A-Z0-9_]+$/.test(err.code))
     if (!ours) return await super.catch(err)
     const exit = err instanceof ConfigError ? EXIT.config : err instanceof NodeNotRunningError ? EXIT.notRunning : 1
     if (this.jsonEnabled()) {

@@ -1,7 +1,8 @@
 import type { ServiceDefinition } from '@btt/node'
+import { seedingService } from '@btt/service-seeding'
 
 /**
  * The services this build of btt-node sells. This is the composition root: the only place that
- * imports concrete services. Seeding, storage and proxy are added here as they land.
+ * imports concrete services. Storage and proxy are added here as they land.
  */
-export const SERVICES: readonly ServiceDefinition[] = []
+export const SERVICES: readonly ServiceDefinition[] = [seedingService as unknown as ServiceDefinition]

@@ -55,7 +55,9 @@ export function errorHandler (logger: Logger) {
     } else if (typeof (err as Partial<NodeError>).code === 'string' && /^[A-Z][A-Z0-9_]+$/.test((err as NodeError).code)) {
       code = (err as NodeError).code
       message = err.message
-      status = statusForCode(code)
+      // a service may say which status its coded error is (its codes are not in this table)
+      const own = (err as { status?: unknown }).status
+      status = typeof own === 'number' && own >= 400 && own < 600 ? own as ContentfulStatusCode : statusForCode(code)
     } else {
       code = 'INTERNAL'
       message = 'internal error; see the node log'

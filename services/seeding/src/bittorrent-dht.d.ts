@@ -1,0 +1,4 @@
+declare module 'bittorrent-dht' {
+  const DHT: unknown
+  export default DHT
+}

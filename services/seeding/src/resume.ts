@@ -1,0 +1,102 @@
+import { DatabaseSync } from 'node:sqlite'
+import type { FileState } from './storage.js'
+
+/** What is kept per torrent so a restart needs no re-hash. */
+export interface ResumeRecord {
+  infoHash: string
+  /** The info dict (absent while a magnet still waits for metadata). */
+  info?: Uint8Array
+  announce: string[][]
+  savePath: string
+  /** Verified pieces, valid only while `files` still match the disk. */
+  bitfield?: Uint8Array
+  files?: Array<FileState | undefined>
+  uploaded: number
+  downloaded: number
+  addedAt: number
+  completedAt: number
+  paused: boolean
+  /** Name from the magnet while metadata is unknown. */
+  name?: string
+  /** Peers from the magnet's x.pe, kept until metadata arrives. */
+  peers?: string[]
+}
+
+/** Fast-resume records in SQLite (`<dataDir>/seeding.db`). Not money: synchronous=NORMAL is enough. */
+export class ResumeStore {
+  private readonly db: DatabaseSync
+
+  constructor (path: string) {
+    this.db = new DatabaseSync(path)
+    this.db.exec(`
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = NORMAL;
+      CREATE TABLE IF NOT EXISTS torrents (
+        info_hash TEXT PRIMARY KEY,
+        info BLOB,
+        announce TEXT NOT NULL,
+        save_path TEXT NOT NULL,
+        bitfield BLOB,
+        files TEXT,
+        uploaded INTEGER NOT NULL DEFAULT 0,
+        downloaded INTEGER NOT NULL DEFAULT 0,
+        added_at INTEGER NOT NULL,
+        completed_at INTEGER NOT NULL DEFAULT 0,
+        paused INTEGER NOT NULL DEFAULT 0,
+        name TEXT,
+        peers TEXT
+      );
+    `)
+  }
+
+  all (): ResumeRecord[] {
+    const rows = this.db.prepare('SELECT * FROM torrents ORDER BY added_at, info_hash').all() as Array<Record<string, unknown>>
+    return rows.map(r => ({
+      infoHash: r.info_hash as string,
+      ...(r.info != null ? { info: r.info as Uint8Array } : {}),
+      announce: JSON.parse(r.announce as string) as string[][],
+      savePath: r.save_path as string,
+      ...(r.bitfield != null ? { bitfield: r.bitfield as Uint8Array } : {}),
+      ...(r.files != null ? { files: JSON.parse(r.files as string) as Array<FileState | undefined> } : {}),
+      uploaded: Number(r.uploaded),
+      downloaded: Number(r.downloaded),
+      addedAt: Number(r.added_at),
+      completedAt: Number(r.completed_at),
+      paused: r.paused === 1,
+      ...(r.name != null ? { name: r.name as string } : {}),
+      ...(r.peers != null ? { peers: JSON.parse(r.peers as string) as string[] } : {})
+    }))
+  }
+
+  put (r: ResumeRecord): void {
+    this.db.prepare(`INSERT INTO torrents (info_hash, info, announce, save_path, bitfield, files, uploaded, downloaded, added_at, completed_at, paused, name, peers)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (info_hash) DO UPDATE SET info = excluded.info, announce = excluded.announce, save_path = excluded.save_path,
+        bitfield = excluded.bitfield, files = excluded.files, uploaded = excluded.uploaded, downloaded = excluded.downloaded,
+        completed_at = excluded.completed_at, paused = excluded.paused, name = excluded.name, peers = excluded.peers`).run(
+      r.infoHash, r.info ?? null, JSON.stringify(r.announce), r.savePath, r.bitfield ?? null,
+      r.files !== undefined ? JSON.stringify(r.files) : null, r.uploaded, r.downloaded, r.addedAt, r.completedAt,
+      r.paused ? 1 : 0, r.name ?? null, r.peers !== undefined ? JSON.stringify(r.peers) : null)
+  }
+
+  /** Saves many records in one transaction. */
+  putMany (records: ResumeRecord[]): void {
+    if (records.length === 0) return
+    this.db.exec('BEGIN')
+    try {
+      for (const r of records) this.put(r)
+      this.db.exec('COMMIT')
+    } catch (err) {
+      this.db.exec('ROLLBACK')
+      throw err
+    }
+  }
+
+  delete (infoHash: string): void {
+    this.db.prepare('DELETE FROM torrents WHERE info_hash = ?').run(infoHash)
+  }
+
+  close (): void {
+    this.db.close()
+  }
+}

@@ -1,0 +1,172 @@
+import { readFile, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { defineService, zPort } from '@btt/node'
+import { Hono, type Context } from 'hono'
+import { z } from 'zod'
+import { Engine, type AddSource, type EngineOptions } from './engine.js'
+import { SeedingError } from './errors.js'
+
+/** Largest .torrent read from a path the API is given. */
+const MAX_TORRENT_FILE = 64 * 1024 * 1024
+
+/** The `[services.seeding]` section. Rates are KiB/s (0 = unlimited), as Transmission counts them. */
+export const seedingConfig = z.object({
+  listen_host: z.string().default('0.0.0.0'),
+  listen_port: zPort.default(6881),
+  download_dir: z.string().default(''),
+  dht: z.boolean().default(true),
+  dht_bootstrap: z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port')).max(64).default([]),
+  trackers: z.boolean().default(true),
+  pex: z.boolean().default(true),
+  upload_limit_kib: z.int().min(0).default(0),
+  download_limit_kib: z.int().min(0).default(0),
+  torrent_upload_limit_kib: z.int().min(0).default(0),
+  torrent_download_limit_kib: z.int().min(0).default(0),
+  max_peers: z.int().min(1).max(100_000).default(500),
+  max_peers_per_torrent: z.int().min(1).max(10_000).default(50),
+  max_active_torrents: z.int().min(1).max(100_000).default(1000),
+  upload_slots: z.int().min(1).max(1000).default(8),
+  cache_mib: z.int().min(0).max(65_536).default(64),
+  min_announce_interval: z.int().min(1).max(86_400).default(60)
+})
+
+export type SeedingConfig = z.output<typeof seedingConfig>
+
+export function engineOptions (config: SeedingConfig, dataDir: string, logger: EngineOptions['logger']): EngineOptions {
+  return {
+    dataDir,
+    downloadDir: config.download_dir !== '' ? config.download_dir : join(dataDir, 'downloads'),
+    listenHost: config.listen_host,
+    port: config.listen_port,
+    dht: config.dht,
+    dhtBootstrap: config.dht_bootstrap,
+    trackers: config.trackers,
+    pex: config.pex,
+    uploadRate: config.upload_limit_kib * 1024,
+    downloadRate: config.download_limit_kib * 1024,
+    torrentUploadRate: config.torrent_upload_limit_kib * 1024,
+    torrentDownloadRate: config.torrent_download_limit_kib * 1024,
+    maxPeers: config.max_peers,
+    maxPeersPerTorrent: config.max_peers_per_torrent,
+    maxActiveTorrents: config.max_active_torrents,
+    uploadSlots: config.upload_slots,
+    cacheBytes: config.cache_mib * 1024 * 1024,
+    minAnnounceInterval: config.min_announce_interval,
+    logger
+  }
+}
+
+const addBody = z.object({
+  path: z.string().min(1).optional(),
+  torrent: z.base64().optional(),
+  torrent_path: z.string().min(1).optional(),
+  magnet: z.string().min(1).max(16 * 1024).optional(),
+  save_path: z.string().min(1).optional(),
+  trackers: z.array(z.url({ protocol: /^(https?|udp)$/ })).max(64).optional(),
+  piece_length: z.int().positive().optional(),
+  private: z.boolean().optional(),
+  paused: z.boolean().optional()
+}).strict()
+
+const STATUS: Record<string, 400 | 404 | 409> = {
+  SEEDING_NOT_FOUND: 404,
+  SEEDING_EXISTS: 409,
+  SEEDING_BUSY: 409,
+  SEEDING_NO_METADATA: 409
+}
+
+/** Coded seeding errors → HTTP: the caller's input is 400, state conflicts 409, unknown 404. */
+function httpError (err: unknown): Error & { status?: number } {
+  if (err instanceof SeedingError) {
+    const status = STATUS[err.code] ?? (/^(TORRENT|MAGNET|BENCODE|SEEDING_BAD|SEEDING_INVALID)/.test(err.code) ? 400 : 500)
+    return Object.assign(err, { status })
+  }
+  const e = err as NodeJS.ErrnoException
+  if (e.code === 'ENOENT' || e.code === 'EACCES' || e.code === 'ENOTDIR') {
+    return Object.assign(new SeedingError('SEEDING_BAD_PATH', e.message), { status: 400 })
+  }
+  return err as Error
+}
+
+function infoHashParam (c: Context): string {
+  const ih = c.req.param('infoHash') ?? ''
+  if (!/^[0-9a-fA-F]{40}$/.test(ih)) throw Object.assign(new SeedingError('SEEDING_INVALID_INFOHASH', `"${ih.slice(0, 64)}" is not a 40-hex-digit infohash`), { status: 400 })
+  return ih.toLowerCase()
+}
+
+/** Admin routes under /v1/services/seeding. */
+export function seedingRoutes (engine: Engine): Hono {
+  const app = new Hono()
+  const wrap = (fn: (c: Context) => Promise<Response>) => async (c: Context): Promise<Response> => {
+    try {
+      return await fn(c)
+    } catch (err) {
+      throw httpError(err)
+    }
+  }
+  app.get('/torrents', wrap(async c => c.json({ torrents: engine.list() })))
+  app.post('/torrents', wrap(async c => {
+    let raw: unknown
+    try {
+      raw = await c.req.json()
+    } catch {
+      throw Object.assign(new SeedingError('SEEDING_INVALID_BODY', 'the body must be JSON'), { status: 400 })
+    }
+    const parsed = addBody.safeParse(raw)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!
+      throw Object.assign(new SeedingError('SEEDING_INVALID_BODY', `${issue.path.join('.') || 'body'}: ${issue.message}`), { status: 400 })
+    }
+    const b = parsed.data
+    const given = [b.path, b.torrent, b.torrent_path, b.magnet].filter(x => x !== undefined).length
+    if (given !== 1) throw Object.assign(new SeedingError('SEEDING_INVALID_BODY', 'give exactly one of path, torrent, torrent_path, magnet'), { status: 400 })
+    let source: AddSource
+    if (b.path !== undefined) {
+      source = { path: b.path, ...(b.piece_length !== undefined ? { pieceLength: b.piece_length } : {}), ...(b.private !== undefined ? { private: b.private } : {}) }
+    } else if (b.magnet !== undefined) {
+      source = { magnet: b.magnet }
+    } else if (b.torrent !== undefined) {
+      source = { torrent: Buffer.from(b.torrent, 'base64') }
+    } else {
+      const st = await stat(b.torrent_path!)
+      if (st.size > MAX_TORRENT_FILE) throw new SeedingError('TORRENT_TOO_LARGE', `${b.torrent_path} is over ${MAX_TORRENT_FILE} bytes`)
+      source = { torrent: await readFile(b.torrent_path!) }
+    }
+    const t = await engine.add(source, {
+      ...(b.save_path !== undefined ? { savePath: b.save_path } : {}),
+      ...(b.trackers !== undefined ? { trackers: b.trackers } : {}),
+      ...(b.paused !== undefined ? { paused: b.paused } : {})
+    })
+    return c.json({ torrent: t }, 201)
+  }))
+  app.get('/torrents/:infoHash', wrap(async c => c.json({ torrent: engine.detail(infoHashParam(c)) })))
+  app.delete('/torrents/:infoHash', wrap(async c => {
+    const ih = infoHashParam(c)
+    const deleteData = c.req.query('delete_data') === 'true'
+    await engine.remove(ih, { deleteData })
+    return c.json({ removed: ih, deletedData: deleteData })
+  }))
+  app.post('/torrents/:infoHash/recheck', wrap(async c => c.json({ torrent: await engine.recheck(infoHashParam(c)) })))
+  app.post('/torrents/:infoHash/pause', wrap(async c => c.json({ torrent: await engine.pause(infoHashParam(c)) })))
+  app.post('/torrents/:infoHash/resume', wrap(async c => c.json({ torrent: await engine.resumeTorrent(infoHashParam(c)) })))
+  app.get('/status', wrap(async c => c.json(engine.status())))
+  return app
+}
+
+export const seedingService = defineService({
+  name: 'seeding',
+  description: 'BitTorrent seedbox: seeds and downloads torrents for peers (paid seeding arrives with BitTorrent Speed)',
+  config: seedingConfig,
+  create: ({ config, logger, dataDir }) => {
+    const engine = new Engine(engineOptions(config, dataDir, logger))
+    return {
+      name: 'seeding',
+      protocols: [],
+      pricing: [],
+      adminRoutes: seedingRoutes(engine),
+      start: async () => { await engine.start() },
+      stop: async () => { await engine.stop() },
+      status: () => engine.status()
+    }
+  }
+})
