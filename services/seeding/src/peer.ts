@@ -82,13 +82,14 @@ export class Peer {
   }
 
   /** A piece message without copying the block: header and block go out in one writev. */
-  sendPiece (index: number, begin: number, block: Uint8Array): void {
-    if (this.closed) return
+  sendPiece (index: number, begin: number, block: Uint8Array, done: () => void): void {
+    if (this.closed) { done(); return }
     this.lastSent = Date.now()
     const s = this.socket
     s.cork()
     s.write(encode.pieceHeader(index, begin, block.length))
-    s.write(block)
+    // `done` runs once the socket no longer holds the block (flushed or destroyed)
+    s.write(block, done)
     s.uncork()
     this.up.add(block.length)
   }

@@ -5,7 +5,7 @@ import type { ChokePolicy } from './choker.js'
 import { SeedingError, isSeedingError } from './errors.js'
 import {
   decodeExtendedHandshake, decodeMetadataMessage, decodePex, encodeExtendedHandshake, encodeMetadataData,
-  encodeMetadataReject, encodeMetadataRequest, encodePex, type PeerAddr
+  encodeMetadataReject, encodeMetadataRequest, encodePex, MAX_METADATA_SIZE, type PeerAddr
 } from './extension.js'
 import { parseInfo, type Metainfo } from './metainfo.js'
 import { PEER_LIMITS, type BlockRequest, type Peer } from './peer.js'
@@ -23,6 +23,11 @@ const PIPELINE = 128
 const MAX_PIECES_IN_PROGRESS = 64
 /** Candidate addresses kept per torrent (from trackers, DHT, PEX, magnets). */
 const MAX_CANDIDATES = 2000
+/**
+ * Longest bitfield accepted before we have the metadata: an info dict of at most
+ * MAX_METADATA_SIZE bytes holds at most MAX_METADATA_SIZE / 20 piece hashes.
+ */
+const MAX_EARLY_BITFIELD_BYTES = Math.ceil(MAX_METADATA_SIZE / 20 / 8)
 
 /** What a torrent needs from the engine. */
 export interface TorrentHost {
@@ -194,8 +199,9 @@ export class Torrent {
       else if (peer.fast && this.have.count === 0) peer.send(encode.haveNone())
       else peer.send(encode.bitfield(this.have.bytes))
       peer.parser.maxBitfieldBytes = this.have.bytes.length
-    } else if (peer.fast) {
-      peer.send(encode.haveNone())
+    } else {
+      if (peer.fast) peer.send(encode.haveNone())
+      peer.parser.maxBitfieldBytes = MAX_EARLY_BITFIELD_BYTES
     }
     if (peer.extensions) {
       peer.send(encode.extended(0, encodeExtendedHandshake({
@@ -369,10 +375,10 @@ export class Torrent {
       }
       peer.queue.shift()
       peer.readsInFlight++
-      this.host.cache.get(this, r.index).then(piece => {
+      this.host.cache.acquire(this, r.index).then(piece => {
         peer.readsInFlight--
-        if (peer.closed || peer.amChoking) return
-        peer.sendPiece(r.index, r.begin, piece.subarray(r.begin, r.begin + r.length))
+        if (peer.closed || peer.amChoking) { piece.release(); return }
+        peer.sendPiece(r.index, r.begin, piece.buf.subarray(r.begin, r.begin + r.length), piece.release)
         this.up.add(r.length)
         this.uploaded += r.length
         this.serve(peer)
@@ -652,6 +658,14 @@ export class Torrent {
       const buf = this.metadataBuf
       this.metadataBuf = undefined
       this.metadataHave = undefined
+      // bytes that do not hash to the infohash are the sender's fault whatever they contain
+      // (parseInfo decodes before it hashes, so garbage would surface as a BENCODE_* error)
+      if (createHash('sha1').update(buf).digest('hex') !== this.infoHash) {
+        this.host.logger.info({ infoHash: this.infoHash, peer: peer.key }, 'metadata does not hash to the infohash; dropping the peer')
+        peer.destroy()
+        this.requestMetadata()
+        return
+      }
       let meta: Metainfo
       try {
         meta = parseInfo(buf, this.infoHash)
