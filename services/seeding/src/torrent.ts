@@ -23,6 +23,24 @@ const PIPELINE = 128
 const MAX_PIECES_IN_PROGRESS = 64
 /** Candidate addresses kept per torrent (from trackers, DHT, PEX, magnets). */
 const MAX_CANDIDATES = 2000
+
+/**
+ * Buffers of verified-and-written pieces, reused for the next pieces to download (a fresh
+ * allocation per piece makes V8 run full GCs under external-memory pressure). Bounded.
+ */
+const piecePool = new Map<number, Buffer[]>()
+const PIECE_POOL_MAX = 16
+
+function takePieceBuffer (size: number): Buffer {
+  return piecePool.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size)
+}
+
+function givePieceBuffer (buf: Buffer): void {
+  const list = piecePool.get(buf.length) ?? []
+  if (list.length >= PIECE_POOL_MAX) return
+  list.push(buf)
+  piecePool.set(buf.length, list)
+}
 /**
  * Longest bitfield accepted before we have the metadata: an info dict of at most
  * MAX_METADATA_SIZE bytes holds at most MAX_METADATA_SIZE / 20 piece hashes.
@@ -90,6 +108,8 @@ export class Torrent {
   choker: ChokePolicy
   private availability?: Uint16Array
   private readonly inProgress = new Map<number, PieceProgress>()
+  /** Pieces received in full, being hashed and written: not to be picked again meanwhile. */
+  private readonly finishing = new Set<number>()
   private metadataBuf?: Uint8Array
   private metadataHave?: Uint8Array
   private verifying = 0
@@ -462,7 +482,7 @@ export class Torrent {
     let bestAvail = Infinity
     for (let k = 0; k < n; k++) {
       const i = (start + k) % n
-      if (have.get(i) || this.inProgress.has(i) || !peer.have!.get(i)) continue
+      if (have.get(i) || this.inProgress.has(i) || this.finishing.has(i) || !peer.have!.get(i)) continue
       const a = avail[i]!
       if (a < bestAvail) {
         best = i
@@ -477,7 +497,7 @@ export class Torrent {
     const length = this.pieceLength(index)
     const blocks = Math.ceil(length / BLOCK_SIZE)
     const pp: PieceProgress = {
-      index, length, buf: Buffer.allocUnsafe(length), blocks,
+      index, length, buf: takePieceBuffer(length), blocks,
       received: new Uint8Array(blocks), requested: new Uint8Array(blocks), receivedCount: 0, from: new Set()
     }
     this.inProgress.set(index, pp)
@@ -538,6 +558,7 @@ export class Torrent {
   private async finishPiece (pp: PieceProgress): Promise<void> {
     const meta = this.meta!
     this.verifying++
+    this.finishing.add(pp.index)
     try {
       const digest = createHash('sha1').update(pp.buf).digest()
       if (!digest.equals(meta.pieces.subarray(pp.index * 20, pp.index * 20 + 20))) {
@@ -566,6 +587,8 @@ export class Torrent {
     } catch (err) {
       this.fail(err)
     } finally {
+      givePieceBuffer(pp.buf)
+      this.finishing.delete(pp.index)
       this.verifying--
       for (const p of this.peers.values()) this.fillRequests(p)
     }
