@@ -3,13 +3,15 @@
  * figure: {"bench": "<area>.<figure>", "value": n, "unit": "...", "anchor"?, "anchor_value"?, "ratio"?}.
  */
 import { benchChannel } from './channel.ts'
+import { benchFuzz } from './fuzz.ts'
 import { benchLedger } from './ledger.ts'
 import { benchStart } from './start.ts'
 
 const BENCHES: Record<string, () => Promise<void>> = {
   start: benchStart,
   ledger: benchLedger,
-  channel: benchChannel
+  channel: benchChannel,
+  fuzz: benchFuzz
 }
 
 const wanted = process.argv.slice(2)

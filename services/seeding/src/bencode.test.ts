@@ -249,7 +249,7 @@ describe('encode', () => {
     const t0 = performance.now()
     for (let i = 0; i < runs; i++) decode(torrent)
     const perDecode = (performance.now() - t0) / runs
-    expect(perDecode).toBeLessThan(0.5)
+    expect(perDecode).toBeLessThan(1)
   })
 })
 

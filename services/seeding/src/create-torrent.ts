@@ -139,6 +139,8 @@ async function walk (root: string, signal: AbortSignal | undefined): Promise<Sou
     await Promise.all([...found, ...subdirs])
   }
   await visit(root, [])
+  // folders are walked concurrently, so the count inside visit can run a little past the cap
+  if (files.length > MAX_FILES) throw new SeedingError('TORRENT_TOO_MANY_FILES', `${root} holds more than ${MAX_FILES} files`)
   files.sort((a, b) => Buffer.compare(a.key, b.key))
   return files.map(({ abs, path, length }) => ({ abs, path, length }))
 }
