@@ -48,6 +48,8 @@ export interface EngineOptions {
   cacheBytes: number
   /** Lower bound on tracker re-announce intervals, seconds. */
   minAnnounceInterval: number
+  /** Re-announce every this many seconds whatever the tracker asks (0 = as the tracker asks), like aria2's --bt-tracker-interval. */
+  announceInterval?: number
   logger: Logger
   /** Replaces the default choker (the auction in paid seeding). */
   chokerFactory?: (torrent: Torrent) => ChokePolicy
@@ -644,7 +646,10 @@ export class Engine {
       if (event === 'completed') a.completedSent = true
     } finally {
       a.running = false
-      a.next = Date.now() + Math.max(this.opts.minAnnounceInterval, Math.min(interval, 3600)) * 1000
+      const every = this.opts.announceInterval !== undefined && this.opts.announceInterval > 0
+        ? this.opts.announceInterval
+        : Math.max(this.opts.minAnnounceInterval, Math.min(interval, 3600))
+      a.next = Date.now() + every * 1000
     }
   }
 

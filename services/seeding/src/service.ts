@@ -27,7 +27,9 @@ export const seedingConfig = z.object({
   max_active_torrents: z.int().min(1).max(100_000).default(1000),
   upload_slots: z.int().min(1).max(1000).default(8),
   cache_mib: z.int().min(0).max(65_536).default(64),
-  min_announce_interval: z.int().min(1).max(86_400).default(60)
+  min_announce_interval: z.int().min(1).max(86_400).default(60),
+  /** Re-announce on this period whatever trackers ask (0 = as they ask); for private swarms and tests. */
+  announce_interval: z.int().min(0).max(86_400).default(0)
 })
 
 export type SeedingConfig = z.output<typeof seedingConfig>
@@ -52,6 +54,7 @@ export function engineOptions (config: SeedingConfig, dataDir: string, logger: E
     uploadSlots: config.upload_slots,
     cacheBytes: config.cache_mib * 1024 * 1024,
     minAnnounceInterval: config.min_announce_interval,
+    announceInterval: config.announce_interval,
     logger
   }
 }

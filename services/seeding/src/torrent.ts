@@ -309,14 +309,23 @@ export class Torrent {
   }
 
   private onBitfield (peer: Peer, bytes: Uint8Array | undefined, all: boolean): void {
-    if (peer.have !== undefined || peer.early !== undefined) throw new SeedingError('WIRE_PROTOCOL', 'a second bitfield')
     if (this.meta === undefined) {
-      peer.early = { all, haves: [], ...(bytes !== undefined ? { bytes: Uint8Array.from(bytes) } : {}) }
+      // a later bitfield replaces an earlier one, but what `have` added since stays counted
+      peer.early = { all, haves: peer.early?.haves ?? [], ...(bytes !== undefined ? { bytes: Uint8Array.from(bytes) } : {}) }
       return
     }
-    peer.have = this.peerBitfield(bytes, all)
-    for (let i = 0; i < peer.have.length; i++) if (peer.have.get(i)) this.availability![i]!++
+    const next = this.peerBitfield(bytes, all)
+    // BEP 3 wants the bitfield first and once; aria2 sends it again mid-connection to resync, so a
+    // later one replaces what we knew (libtorrent does the same) instead of dropping the peer
+    const prev = peer.have
+    for (let i = 0; i < next.length; i++) {
+      const was = prev?.get(i) === true
+      const now = next.get(i)
+      if (was !== now) this.availability![i]! += now ? 1 : -1
+    }
+    peer.have = next
     this.updateInterest(peer)
+    if (!peer.peerChoking) this.fillRequests(peer)
   }
 
   private peerBitfield (bytes: Uint8Array | undefined, all: boolean): Bitfield {
