@@ -5,13 +5,15 @@
 import { benchChannel } from './channel.ts'
 import { benchFuzz } from './fuzz.ts'
 import { benchLedger } from './ledger.ts'
+import { benchSeeding } from './seeding.ts'
 import { benchStart } from './start.ts'
 
 const BENCHES: Record<string, () => Promise<void>> = {
   start: benchStart,
   ledger: benchLedger,
   channel: benchChannel,
-  fuzz: benchFuzz
+  fuzz: benchFuzz,
+  seeding: benchSeeding
 }
 
 const wanted = process.argv.slice(2)

@@ -418,8 +418,8 @@ export class Engine {
     const t = this.require(infoHash)
     if (t.state !== 'paused' && t.state !== 'error') return this.detail(infoHash)
     t.error = undefined
-    t.state = 'checking'
     this.markDirty(t)
+    // the files may have changed while paused: hash them again before serving
     if (t.meta === undefined) { t.state = 'metadata'; this.activate(t) } else await this.recheck(infoHash)
     return this.detail(infoHash)
   }
