@@ -35,6 +35,10 @@ export interface EngineOptions {
   dhtBootstrap: string[]
   trackers: boolean
   pex: boolean
+  /** How often PEX messages go out (BEP 11 asks for about once a minute). */
+  pexIntervalMs?: number
+  /** Serve and fetch metadata over ut_metadata (BEP 9); off: magnet links cannot be added. */
+  utMetadata?: boolean
   /** Bytes/s, 0 = unlimited. */
   uploadRate: number
   downloadRate: number
@@ -157,7 +161,7 @@ export class Engine {
     this.timers.push(
       setInterval(() => { this.tick() }, 1000),
       setInterval(() => { for (const t of this.torrents.values()) t.rechoke() }, 10_000),
-      setInterval(() => { for (const t of this.torrents.values()) t.sendPex() }, 60_000),
+      setInterval(() => { for (const t of this.torrents.values()) t.sendPex() }, this.opts.pexIntervalMs ?? 60_000),
       setInterval(() => { void this.saveDirty() }, 5_000)
     )
     for (const t of this.timers) t.unref()
@@ -214,6 +218,7 @@ export class Engine {
       announce = mergeTiers(meta.announce, extra)
       torrentFile = source.torrent
     } else if ('magnet' in source) {
+      if (this.opts.utMetadata === false) throw new SeedingError('SEEDING_BAD_SOURCE', 'magnet links need ut_metadata, which is switched off in the config (ut_metadata = false)')
       const m = parseMagnet(source.magnet)
       infoHash = m.infoHash
       magnetName = m.name
@@ -286,6 +291,7 @@ export class Engine {
       globalUp: this.globalUp,
       globalDown: this.globalDown,
       pex: this.opts.pex,
+      utMetadata: this.opts.utMetadata !== false,
       clientName: CLIENT_NAME,
       onMetadata: (t) => { void this.onMetadata(t) },
       onProgress: (t, completed) => {

@@ -56,6 +56,7 @@ export interface TorrentHost {
   readonly globalUp: TokenBucket
   readonly globalDown: TokenBucket
   readonly pex: boolean
+  readonly utMetadata: boolean
   readonly clientName: string
   /** Called when metadata arrived for a magnet (to persist it). */
   onMetadata (t: Torrent): void
@@ -225,11 +226,11 @@ export class Torrent {
     }
     if (peer.extensions) {
       peer.send(encode.extended(0, encodeExtendedHandshake({
-        m: { ut_metadata: LOCAL_EXT.ut_metadata, ...(this.host.pex && !this.privateTorrent ? { ut_pex: LOCAL_EXT.ut_pex } : {}) },
+        m: { ...(this.host.utMetadata ? { ut_metadata: LOCAL_EXT.ut_metadata } : {}), ...(this.host.pex && !this.privateTorrent ? { ut_pex: LOCAL_EXT.ut_pex } : {}) },
         port: this.host.port,
         v: this.host.clientName,
         reqq: PEER_LIMITS.maxQueuedRequests,
-        ...(this.meta !== undefined ? { metadataSize: this.meta.info.length } : {})
+        ...(this.meta !== undefined && this.host.utMetadata ? { metadataSize: this.meta.info.length } : {})
       })))
     }
     return true
@@ -651,7 +652,10 @@ export class Torrent {
       if (this.meta === undefined) this.requestMetadata()
       return
     }
-    if (id === LOCAL_EXT.ut_metadata) return this.onMetadataMessage(peer, payload)
+    if (id === LOCAL_EXT.ut_metadata) {
+      if (!this.host.utMetadata) return
+      return this.onMetadataMessage(peer, payload)
+    }
     if (id === LOCAL_EXT.ut_pex) {
       if (!this.host.pex || this.privateTorrent) return
       const { added } = decodePex(payload)
