@@ -52,7 +52,8 @@ function checkPayload (payload: unknown, max: number, what: string): Uint8Array 
 
 export function decodeExtendedHandshake (payload: Uint8Array): ExtendedHandshake {
   checkPayload(payload, MAX_EXT_HANDSHAKE, 'extended handshake')
-  const dict = decode(payload, { maxDepth: 16, maxItems: 10_000 })
+  // real handshakes list ~10 extensions; 1,000 values bound the garbage one message can make
+  const dict = decode(payload, { maxDepth: 16, maxItems: 1000 })
   if (!isDict(dict)) throw new SeedingError('EXT_NOT_DICT', 'extended handshake is not a dict')
   const m = new Map<string, number>()
   const rawM = optDict(dict, 'm', EXT)

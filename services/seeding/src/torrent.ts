@@ -18,6 +18,8 @@ export type TorrentState = 'metadata' | 'checking' | 'downloading' | 'seeding' |
 
 /** Our BEP 10 extension ids (what peers put in the id byte when they message us). */
 export const LOCAL_EXT = { ut_metadata: 1, ut_pex: 2 } as const
+/** Extension names whose peer-side ids we remember; any other name in a handshake is dropped. */
+const KNOWN_EXTENSIONS = Object.keys(LOCAL_EXT)
 const METADATA_PIECE = 16 * 1024
 const PIPELINE = 128
 const MAX_PIECES_IN_PROGRESS = 64
@@ -109,6 +111,8 @@ export class Torrent {
   choker: ChokePolicy
   private availability?: Uint16Array
   private readonly inProgress = new Map<number, PieceProgress>()
+  /** Peers with a fillRequests retry scheduled (download limits). */
+  private readonly fillRetry = new Set<Peer>()
   /** Pieces received in full, being hashed and written: not to be picked again meanwhile. */
   private readonly finishing = new Set<number>()
   private metadataBuf?: Uint8Array
@@ -442,9 +446,19 @@ export class Torrent {
 
   fillRequests (peer: Peer): void {
     if (this.state !== 'downloading' || peer.peerChoking || peer.have === undefined || peer.closed) return
-    const downWait = Math.max(this.downBucket.take(0), 0)
-    if (downWait > 0) return
-    while (peer.outstanding.size < PIPELINE) {
+    const downWait = Math.max(this.downBucket.take(0), this.host.globalDown.take(0))
+    if (downWait > 0) {
+      // over a download limit: try again when the bucket has refilled (nothing else may call us)
+      if (!this.fillRetry.has(peer)) {
+        this.fillRetry.add(peer)
+        setTimeout(() => { this.fillRetry.delete(peer); this.fillRequests(peer) }, Math.min(downWait, 1000)).unref()
+      }
+      return
+    }
+    // under a limit, keep about a second's worth in flight, not the whole pipeline
+    const rate = Math.min(...[this.downBucket.rate, this.host.globalDown.rate].filter(r => r > 0))
+    const pipeline = Number.isFinite(rate) ? Math.max(4, Math.min(PIPELINE, Math.ceil(rate / BLOCK_SIZE))) : PIPELINE
+    while (peer.outstanding.size < pipeline) {
       const next = this.pickBlock(peer)
       if (next === undefined) break
       const { pp, block } = next
@@ -643,8 +657,18 @@ export class Torrent {
     if (!peer.extensions) throw new SeedingError('WIRE_PROTOCOL', 'extended message without the extension bit')
     if (id === 0) {
       const hs = decodeExtendedHandshake(payload)
-      peer.ext = hs
-      for (const [name, n] of hs.m) {
+      // keep only what we use: a handshake at the decoder's caps is ~0.8 MB of maps per peer
+      peer.ext = {
+        m: new Map(),
+        dict: new Map(),
+        ...(hs.port !== undefined ? { port: hs.port } : {}),
+        ...(hs.v !== undefined ? { v: hs.v.slice(0, 64) } : {}),
+        ...(hs.reqq !== undefined ? { reqq: hs.reqq } : {}),
+        ...(hs.metadataSize !== undefined ? { metadataSize: hs.metadataSize } : {})
+      }
+      for (const name of KNOWN_EXTENSIONS) {
+        const n = hs.m.get(name)
+        if (n === undefined) continue
         if (n === 0) peer.extIds.delete(name)
         else peer.extIds.set(name, n)
       }

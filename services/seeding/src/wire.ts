@@ -14,6 +14,11 @@ export const BLOCK_SIZE = 16 * 1024
 export const MAX_MESSAGE_LENGTH = 1024 * 1024 + BLOCK_SIZE
 /** Largest extended (BEP 10) message body. */
 export const MAX_EXTENDED_LENGTH = 128 * 1024
+/**
+ * Socket chunks of one partial message kept apart before they are copied into one buffer (a 16 KiB
+ * block in MSS-sized segments stays under it; a trickle is assembled while its chunks are young).
+ */
+const MAX_PENDING_CHUNKS = 16
 
 export const MSG = {
   choke: 0,
@@ -158,6 +163,8 @@ const FIXED_LENGTH: Record<number, number> = {
 export class MessageParser {
   private pending: Buffer[] = []
   private pendingBytes = 0
+  /** The buffer a trickling message is assembled in (see assemble). */
+  private assembly?: Buffer
   /** Buffered bytes needed before parsing can make progress. */
   private need = 4
   /** Set once the torrent's piece count is known: a longer bitfield is refused before it arrives. */
@@ -175,11 +182,17 @@ export class MessageParser {
     } else {
       this.pending.push(chunk)
       this.pendingBytes += chunk.length
-      // a message trickling in a byte at a time is joined once, not once per byte
-      if (this.pendingBytes < this.need) return
+      // a message trickling in a byte at a time is joined once, not once per byte; but every
+      // chunk costs a few hundred bytes of heap beside its data (a 1-byte trickle of a 128 KiB
+      // message held 33 MB), so once they pile up they are copied into one buffer
+      if (this.pendingBytes < this.need) {
+        if (this.pending.length > MAX_PENDING_CHUNKS) this.assemble()
+        return
+      }
       buf = Buffer.concat(this.pending, this.pendingBytes)
       this.pending = []
       this.pendingBytes = 0
+      this.assembly = undefined
     }
     let off = 0
     while (buf.length - off >= 4) {
@@ -202,6 +215,31 @@ export class MessageParser {
       this.pending.push(rest.length < 4096 && buf.length > 65536 ? Buffer.from(rest) : rest)
       this.pendingBytes = rest.length
     }
+  }
+
+  /**
+   * Copies the pending chunks of a partial message into one buffer of the message's final size
+   * (`need`, bounded by the caps checkHeader enforced): each byte is copied once, however small the
+   * chunks it arrived in.
+   */
+  private assemble (): void {
+    const first = this.pending[0]!
+    let acc = this.assembly
+    let at = 0
+    let from = 0
+    if (acc !== undefined && first.buffer === acc.buffer && first.byteOffset === acc.byteOffset) {
+      at = first.length
+      from = 1
+    } else {
+      acc = Buffer.allocUnsafe(this.need)
+      this.assembly = acc
+    }
+    for (let i = from; i < this.pending.length; i++) {
+      const c = this.pending[i]!
+      c.copy(acc, at)
+      at += c.length
+    }
+    this.pending = [acc.subarray(0, at)]
   }
 
   /** Validates what can be known from the length and id before the body has arrived. */
