@@ -71,6 +71,10 @@ describe('seeding restart (fast resume)', () => {
     const status = await client2.serviceRequest<{ disk: { readBytes: number, hashedBytes: number } }>('seeding', 'GET', '/status')
     expect(status.disk.hashedBytes).toBe(0)
     expect(status.disk.readBytes).toBe(0)
+    // and Prometheus sees the same
+    const metrics = await client2.metrics()
+    expect(metrics).toContain(`btt_seeding_torrents{state="seeding"} ${TORRENTS}`)
+    expect(metrics).toMatch(/btt_seeding_disk_bytes\{op="hashed"\} 0\n/)
     // the whole process, JavaScript modules and sockets included, read a small fraction of the data
     const read = await rchar(second.pid)
     expect(read).toBeLessThan(total / 4)

@@ -5,6 +5,7 @@ import { Hono, type Context } from 'hono'
 import { z } from 'zod'
 import { Engine, type AddSource, type EngineOptions } from './engine.js'
 import { SeedingError } from './errors.js'
+import { seedingMetrics } from './metrics.js'
 
 /** Largest .torrent read from a path the API is given. */
 const MAX_TORRENT_FILE = 64 * 1024 * 1024
@@ -162,15 +163,16 @@ export const seedingService = defineService({
   name: 'seeding',
   description: 'BitTorrent seedbox: seeds and downloads torrents for peers (paid seeding arrives with BitTorrent Speed)',
   config: seedingConfig,
-  create: ({ config, logger, dataDir }) => {
+  create: ({ config, logger, dataDir, metrics }) => {
     const engine = new Engine(engineOptions(config, dataDir, logger))
+    const gauges = seedingMetrics(metrics)
     return {
       name: 'seeding',
       protocols: [],
       pricing: [],
       adminRoutes: seedingRoutes(engine),
-      start: async () => { await engine.start() },
-      stop: async () => { await engine.stop() },
+      start: async () => { await engine.start(); gauges.attach(engine) },
+      stop: async () => { gauges.attach(undefined); await engine.stop() },
       status: () => engine.status()
     }
   }

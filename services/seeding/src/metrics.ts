@@ -1,0 +1,61 @@
+import { Gauge, type Registry } from 'prom-client'
+import type { Engine } from './engine.js'
+
+/** The engine the metrics read, per registry: a service re-created on enable must not register twice. */
+const holders = new WeakMap<Registry, { engine?: Engine }>()
+
+/**
+ * Prometheus gauges read from the running engine at scrape time: torrents by state, peers, rates,
+ * lifetime bytes and disk counters. Registered once per registry; `attach` points them at the
+ * engine of the current service instance.
+ */
+export function seedingMetrics (registry: Registry): { attach (engine: Engine | undefined): void } {
+  let holder = holders.get(registry)
+  if (holder === undefined) {
+    const h: { engine?: Engine } = {}
+    holder = h
+    holders.set(registry, h)
+    const torrents = (): Engine['torrents'] | undefined => h.engine?.torrents
+    new Gauge({
+      name: 'btt_seeding_torrents',
+      help: 'Torrents by state',
+      labelNames: ['state'] as const,
+      registers: [registry],
+      collect () {
+        this.reset()
+        for (const t of torrents()?.values() ?? []) this.inc({ state: t.state })
+      }
+    })
+    const sum = (name: string, help: string, f: (t: NonNullable<ReturnType<typeof torrents>> extends Map<string, infer T> ? T : never) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect () {
+          let n = 0
+          for (const t of torrents()?.values() ?? []) n += f(t)
+          this.set(n)
+        }
+      })
+    }
+    sum('btt_seeding_peers', 'Connected BitTorrent peers', t => t.peers.size)
+    sum('btt_seeding_upload_rate_bytes', 'Upload rate over the last 5 s, bytes per second', t => t.up.rate)
+    sum('btt_seeding_download_rate_bytes', 'Download rate over the last 5 s, bytes per second', t => t.down.rate)
+    sum('btt_seeding_uploaded_bytes', 'Bytes uploaded by the torrents now present, over their lives', t => t.uploaded)
+    sum('btt_seeding_downloaded_bytes', 'Bytes downloaded by the torrents now present, over their lives', t => t.downloaded)
+    new Gauge({
+      name: 'btt_seeding_disk_bytes',
+      help: 'Bytes the engine read, hashed and wrote since the process started',
+      labelNames: ['op'] as const,
+      registers: [registry],
+      collect () {
+        const disk = h.engine?.status().disk as { readBytes: number, hashedBytes: number, writtenBytes: number } | undefined
+        this.set({ op: 'read' }, disk?.readBytes ?? 0)
+        this.set({ op: 'hashed' }, disk?.hashedBytes ?? 0)
+        this.set({ op: 'written' }, disk?.writtenBytes ?? 0)
+      }
+    })
+  }
+  const hold = holder
+  return { attach (engine) { hold.engine = engine } }
+}
