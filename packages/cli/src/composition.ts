@@ -1,5 +1,5 @@
 import type { ServiceDefinition } from '@btt/node'
-import { seedingService } from '@btt/service-seeding'
+import { seedingService } from '@btt/service-seeding/service'
 
 /**
  * The services this build of btt-node sells. This is the composition root: the only place that

@@ -198,6 +198,8 @@ export class Engine {
     this.tracker?.close()
     await new Promise<void>(resolve => { if (this.dht === undefined) resolve(); else this.dht.destroy(() => { resolve() }) })
     this.resume?.close()
+    // a save still in flight (a torrent completing during stop) finds no store instead of a closed one
+    this.resume = undefined
   }
 
   // --- torrents ----------------------------------------------------------------------------
@@ -539,6 +541,8 @@ export class Engine {
     const t = this.torrents.get(Buffer.from(hs.infoHash).toString('hex'))
     if (t === undefined || !t.active || (expect !== undefined && t !== expect)) throw new SeedingError('WIRE_HANDSHAKE', 'unknown torrent')
     if (Buffer.from(hs.peerId).equals(this.peerId)) throw new SeedingError('WIRE_SELF', 'connected to ourselves')
+    // counted again here: handshakes in flight together all passed the check at accept time
+    if (this.totalPeers() >= this.opts.maxPeers) throw new SeedingError('SEEDING_PEER_LIMIT', 'peer limit reached')
     if (incoming) sock.write(encodeHandshake(t.infoHashBytes, this.peerId, { dht: this.dht !== undefined }))
     const peer: Peer = new Peer(sock, hs, incoming, msg => { t.onMessage(peer, msg) })
     if (!t.attach(peer)) throw new SeedingError('SEEDING_PEER_LIMIT', 'peer refused')

@@ -43,17 +43,23 @@ export class TokenBucket {
 
   /** Milliseconds until `n` bytes may pass (0 = now, and the bytes are taken). */
   take (n: number): number {
+    const wait = this.wait(n)
+    if (wait === 0 && this.rate_ > 0) this.tokens -= n
+    return wait
+  }
+
+  /**
+   * Milliseconds until `n` bytes may pass, taking nothing: to pass bytes through two buckets
+   * (a torrent's and the engine's), ask both, then take from both, or one loses budget.
+   */
+  wait (n: number): number {
     if (this.rate_ <= 0) return 0
     const now = performance.now()
     // burst of one second's worth, at least one block
     const cap = Math.max(this.rate_, n)
     this.tokens = Math.min(cap, this.tokens + (now - this.last) * this.rate_ / 1000)
     this.last = now
-    if (this.tokens >= n) {
-      this.tokens -= n
-      return 0
-    }
-    return Math.ceil((n - this.tokens) * 1000 / this.rate_)
+    return this.tokens >= n ? 0 : Math.ceil((n - this.tokens) * 1000 / this.rate_)
   }
 
   /** Counts bytes that already passed (downloads): the debt delays what comes next. */

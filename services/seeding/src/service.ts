@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { defineService, zPort } from '@btt/node'
 import { Hono, type Context } from 'hono'
 import { z } from 'zod'
-import { Engine, type AddSource, type EngineOptions } from './engine.js'
+import type { AddSource, Engine, EngineOptions } from './engine.js'
 import { SeedingError } from './errors.js'
 import { seedingMetrics } from './metrics.js'
 
@@ -78,7 +78,8 @@ const STATUS: Record<string, 400 | 404 | 409> = {
   SEEDING_NOT_FOUND: 404,
   SEEDING_EXISTS: 409,
   SEEDING_BUSY: 409,
-  SEEDING_NO_METADATA: 409
+  SEEDING_NO_METADATA: 409,
+  SEEDING_NOT_RUNNING: 409
 }
 
 /** Coded seeding errors → HTTP: the caller's input is 400, state conflicts 409, unknown 404. */
@@ -100,9 +101,21 @@ function infoHashParam (c: Context): string {
   return ih.toLowerCase()
 }
 
-/** Admin routes under /v1/services/seeding. */
-export function seedingRoutes (engine: Engine): Hono {
+/** Admin routes under /v1/services/seeding (the node serves them only while the service runs). */
+export function seedingRoutes (engineOrGetter: Engine | (() => Engine)): Hono {
   const app = new Hono()
+  const get = typeof engineOrGetter === 'function' ? engineOrGetter : () => engineOrGetter
+  // a Proxy-free view: each handler asks for the running engine
+  const engine = {
+    list: () => get().list(),
+    add: async (...a: Parameters<Engine['add']>) => await get().add(...a),
+    detail: (ih: string) => get().detail(ih),
+    remove: async (...a: Parameters<Engine['remove']>) => { await get().remove(...a) },
+    recheck: async (ih: string) => await get().recheck(ih),
+    pause: async (ih: string) => await get().pause(ih),
+    resumeTorrent: async (ih: string) => await get().resumeTorrent(ih),
+    status: () => get().status()
+  }
   const wrap = (fn: (c: Context) => Promise<Response>) => async (c: Context): Promise<Response> => {
     try {
       return await fn(c)
@@ -164,16 +177,33 @@ export const seedingService = defineService({
   description: 'BitTorrent seedbox: seeds and downloads torrents for peers (paid seeding arrives with BitTorrent Speed)',
   config: seedingConfig,
   create: ({ config, logger, dataDir, metrics }) => {
-    const engine = new Engine(engineOptions(config, dataDir, logger))
+    // the engine (sockets, SQLite, undici, the DHT) loads on start: a node with seeding switched
+    // off carries none of it
+    let engine: Engine | undefined
+    const running = (): Engine => {
+      if (engine === undefined) throw new SeedingError('SEEDING_NOT_RUNNING', 'the seeding engine is not running')
+      return engine
+    }
     const gauges = seedingMetrics(metrics)
     return {
       name: 'seeding',
       protocols: [],
       pricing: [],
-      adminRoutes: seedingRoutes(engine),
-      start: async () => { await engine.start(); gauges.attach(engine) },
-      stop: async () => { gauges.attach(undefined); await engine.stop() },
-      status: () => engine.status()
+      adminRoutes: seedingRoutes(running),
+      start: async () => {
+        const { Engine } = await import('./engine.js')
+        const e = new Engine(engineOptions(config, dataDir, logger))
+        await e.start()
+        engine = e
+        gauges.attach(e)
+      },
+      stop: async () => {
+        gauges.attach(undefined)
+        const e = engine
+        engine = undefined
+        await e?.stop()
+      },
+      status: () => engine?.status() ?? {}
     }
   }
 })

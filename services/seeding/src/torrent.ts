@@ -113,6 +113,8 @@ export class Torrent {
   private readonly inProgress = new Map<number, PieceProgress>()
   /** Peers with a fillRequests retry scheduled (download limits). */
   private readonly fillRetry = new Set<Peer>()
+  /** Peers we stopped reading from until the download buckets refill. */
+  private readonly throttled = new Set<Peer>()
   /** Pieces received in full, being hashed and written: not to be picked again meanwhile. */
   private readonly finishing = new Set<number>()
   private metadataBuf?: Uint8Array
@@ -402,11 +404,14 @@ export class Torrent {
         return
       }
       const r = peer.queue[0]!
-      const wait = Math.max(this.upBucket.take(r.length), this.host.globalUp.take(r.length))
+      // ask both buckets before taking from either, or a block one refuses costs the other budget
+      const wait = Math.max(this.upBucket.wait(r.length), this.host.globalUp.wait(r.length))
       if (wait > 0) {
         setTimeout(() => { this.serve(peer) }, Math.min(wait, 1000)).unref()
         return
       }
+      this.upBucket.take(r.length)
+      this.host.globalUp.take(r.length)
       peer.queue.shift()
       peer.readsInFlight++
       this.host.cache.acquire(this, r.index).then(piece => {
@@ -571,9 +576,20 @@ export class Torrent {
 
   private refill (peer: Peer, wait: number): void {
     if (wait > 0) {
-      // over the download limit: stop reading from this peer until the bucket refills
+      // over the download limit: stop reading from this peer until the buckets are out of debt.
+      // One timer per peer for the whole debt: a timer per block resumed reading at the first
+      // block's (small) wait, and the peer ran ~35% over the limit.
       peer.socket.pause()
-      setTimeout(() => { peer.socket.resume(); this.fillRequests(peer) }, Math.min(wait, 1000)).unref()
+      if (this.throttled.has(peer)) return
+      this.throttled.add(peer)
+      const resume = (): void => {
+        const left = Math.max(this.downBucket.take(0), this.host.globalDown.take(0))
+        if (left > 0 && !peer.closed) { setTimeout(resume, Math.min(left, 1000)).unref(); return }
+        this.throttled.delete(peer)
+        peer.socket.resume()
+        this.fillRequests(peer)
+      }
+      setTimeout(resume, Math.min(wait, 1000)).unref()
       return
     }
     if (peer.outstanding.size < PIPELINE / 2) this.fillRequests(peer)

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
-import { request } from 'undici'
 import { decode, type BDict } from './bencode.js'
 import { SeedingError } from './errors.js'
 import { decodeCompactPeers, type PeerAddr } from './extension.js'
@@ -82,13 +81,14 @@ async function httpAnnounce (u: URL, p: AnnounceParams, signal?: AbortSignal): P
     ...(p.event !== undefined ? [`event=${p.event}`] : [])
   ].join('&')
   const url = u.href + (u.search === '' ? '?' : '&') + q
+  const { request } = await import('undici')
   const res = await request(url, {
     method: 'GET',
     headersTimeout: TIMEOUT_MS,
     bodyTimeout: TIMEOUT_MS,
     maxRedirections: 0,
     signal: signal ?? AbortSignal.timeout(TIMEOUT_MS)
-  } as Parameters<typeof request>[1]).catch((err: unknown) => {
+  } as Parameters<typeof import('undici').request>[1]).catch((err: unknown) => {
     throw new SeedingError('TRACKER_UNREACHABLE', `${u.host}: ${(err as Error).message}`)
   })
   const chunks: Buffer[] = []
