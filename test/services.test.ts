@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { AdminClient, createNode, initHome, readApiToken, homePaths, type BttNode } from '@btt/node'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
-import { runCli, tempHome } from './helpers/cli.js'
+import { runCli, startNodeProcess, tempHome } from './helpers/cli.js'
 import { ECHO_PROTOCOL, echoService } from './helpers/echo-service.js'
 import { createTestNode } from './helpers/node.js'
 
@@ -98,14 +98,28 @@ describe('btt-node services on a running node', () => {
     expect(JSON.parse(disable.stdout)).toMatchObject({ applied: 'live', service: { name: 'echo', enabled: false, state: 'stopped' } })
   })
 
-  it('with the node stopped, services commands read config.toml and refuse names this build does not have', async () => {
+  it('with the node stopped, services commands read config.toml, refuse names this build does not have, and an enable applies at the next start', async () => {
     const home = await tempHome()
     await runCli(['init', '--home', home])
-    // the CLI build has no services yet, so an unknown name is refused offline too
     const res = await runCli(['services', 'enable', 'echo', '--home', home])
     expect(res.code).toBe(78)
     expect(res.stderr).toContain('unknown service "echo"')
     const list = await runCli(['services', 'list', '--home', home, '--json'])
-    expect(JSON.parse(list.stdout)).toEqual({ running: false, services: [] })
-  })
+    expect(JSON.parse(list.stdout)).toMatchObject({ running: false, services: [{ name: 'seeding', enabled: false, state: 'stopped' }] })
+    // the real CLI and a real `btt-node start`: enabled offline, running after the start
+    const enabled = await runCli(['services', 'enable', 'seeding', '--home', home])
+    expect(enabled.code, enabled.stderr).toBe(0)
+    expect(await readFile(join(home, 'config.toml'), 'utf8')).toMatch(/\[services\.seeding\][^[]*enabled = true/)
+    const node = await startNodeProcess(home, [], {
+      BTT_NODE_SERVICES_SEEDING_LISTEN_HOST: '127.0.0.1',
+      BTT_NODE_SERVICES_SEEDING_LISTEN_PORT: '0',
+      BTT_NODE_SERVICES_SEEDING_DHT: 'false'
+    })
+    try {
+      const status = await runCli(['status', '--json', '--home', home])
+      expect(JSON.parse(status.stdout).services).toEqual([expect.objectContaining({ name: 'seeding', enabled: true, state: 'running' })])
+    } finally {
+      expect((await node.signal('SIGTERM')).code).toBe(0)
+    }
+  }, 60_000)
 })
