@@ -4,6 +4,9 @@
  *                    (ratio = btt-node / aria2; target ≥ 0.9). Both timed the same way
  *                    (bt-baseline.ts: first payload byte → last piece verified), median of
  *                    BENCH_RUNS alternating rounds.
+ * seeding.download — MB/s `btt-node get` downloads the same torrent from an aria2 seeder, spawn to exit,
+ *                    against aria2 downloading it from aria2 spawn to exit (not a target of [C]:
+ *                    kept to show where the download side stands).
  * seeding.rss_1000 — MB resident of `btt-node start` seeding 1,000 small torrents (target < 400).
  * Loopback only: opentracker on 127.0.0.1, seeding with DHT and PEX off.
  */
@@ -94,15 +97,30 @@ async function benchAria2 (): Promise<void> {
     await node.client.serviceRequest('seeding', 'POST', '/torrents', { torrent_path: torrent.path, save_path: src, paused: true })
     const ours: number[] = []
     const theirs: number[] = []
+    const getOurs: number[] = []
+    const getTheirs: number[] = []
     for (let round = 0; round < RUNS; round++) {
       // aria2 → aria2
       const seeder = await startAria2Seeder({ torrentPath: torrent.path, dir: src })
       await tracker.waitForPeer(torrent.infoHash, seeder.port)
       const dlA = join(work, `dl-aria2-${round}`)
       const a = await timeAria2Download({ torrentPath: torrent.path, dir: dlA })
-      await seeder.stop()
       await rm(dlA, { recursive: true, force: true })
       theirs.push(a.mbPerSec)
+      getTheirs.push(a.wallMbPerSec)
+      // btt-node get ← aria2, spawn to exit
+      const dlG = join(work, `dl-get-${round}`)
+      const t0 = performance.now()
+      const exit = await new Promise<number | null>(resolve => {
+        const child = spawn(CLI, ['get', torrent.path, '--out', dlG, '--no-dht', '--no-pex', '--listen-host', '127.0.0.1', '--timeout', '300'], { stdio: ['ignore', 'ignore', 'inherit'] })
+        child.on('close', resolve)
+      })
+      const getMs = performance.now() - t0
+      if (exit !== 0) throw new Error(`btt-node get exited with ${exit}`)
+      if (JSON.stringify([...await hashTree(join(dlG, 'tree'))]) !== JSON.stringify([...want])) throw new Error('btt-node get got different bytes from aria2')
+      await rm(dlG, { recursive: true, force: true })
+      getOurs.push(SIZE_MIB * MIB / 1e6 / (getMs / 1000))
+      await seeder.stop()
       // btt-node → aria2 (resume re-checks the files on the first round, not timed)
       await node.client.serviceRequest('seeding', 'POST', `/torrents/${torrent.infoHash}/resume`)
       await waitSeeding(node.client, torrent.infoHash)
@@ -118,6 +136,7 @@ async function benchAria2 (): Promise<void> {
       note(`round ${round + 1}: btt-node → aria2 ${b.mbPerSec.toFixed(0)} MB/s, aria2 → aria2 ${a.mbPerSec.toFixed(0)} MB/s`)
     }
     report({ bench: 'seeding.aria2', value: median(ours), unit: 'MB/s', anchor: 'aria2 → aria2, same torrent, same run', anchor_value: median(theirs) })
+    report({ bench: 'seeding.download', value: median(getOurs), unit: 'MB/s', anchor: 'aria2 ← aria2 spawn to exit, same run', anchor_value: median(getTheirs) })
   } finally {
     if (node !== undefined) await stopNode(node)
     await tracker.stop()
