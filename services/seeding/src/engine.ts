@@ -8,7 +8,7 @@ import { SlotsChokePolicy, type ChokePolicy } from './choker.js'
 import { createTorrent } from './create-torrent.js'
 import { SeedingError, isSeedingError } from './errors.js'
 import type { PeerAddr } from './extension.js'
-import { formatMagnet, parseMagnet } from './magnet.js'
+import { formatMagnet, MAX_MAGNET_PEERS, parseMagnet } from './magnet.js'
 import { encodeTorrent, parseInfo, parseTorrent, type Metainfo } from './metainfo.js'
 import { Peer } from './peer.js'
 import { PieceCache } from './piece-cache.js'
@@ -150,7 +150,18 @@ export class Engine {
     this.server = server
     this.port = (server.address() as net.AddressInfo).port
     if (this.opts.trackers) this.tracker = new TrackerClient(this.opts.listenHost === '0.0.0.0' ? undefined : this.opts.listenHost)
-    if (this.opts.dht) await this.startDht()
+    if (this.opts.dht) {
+      try {
+        await this.startDht()
+      } catch (err) {
+        // give back the TCP port and the database: the caller may fix the config and start again
+        await new Promise<void>(resolve => { server.close(() => { resolve() }) })
+        this.server = undefined
+        this.resume.close()
+        this.resume = undefined
+        throw err
+      }
+    }
     for (const r of this.resume.all()) {
       try {
         await this.restore(r)
@@ -178,7 +189,18 @@ export class Engine {
       const t = this.torrents.get(infoHash.toString('hex'))
       if (t !== undefined && !t.privateTorrent) t.addCandidate(peer)
     })
-    await new Promise<void>(resolve => { dht.listen(this.port, this.opts.listenHost === '0.0.0.0' ? undefined : this.opts.listenHost, () => { resolve() }) })
+    const host = this.opts.listenHost === '0.0.0.0' ? undefined : this.opts.listenHost
+    await new Promise<void>((resolve, reject) => {
+      // a bind error (the UDP port taken) arrives as 'error', and the listen callback never runs
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(new SeedingError('SEEDING_LISTEN', `cannot listen for the DHT on udp ${this.opts.listenHost}:${this.port}: ${err.code ?? err.message}`))
+      }
+      dht.once('error', onError)
+      dht.listen(this.port, host, () => { dht.off('error', onError); resolve() })
+    }).catch(async (err: unknown) => {
+      await new Promise<void>(resolve => { dht.destroy(() => { resolve() }) })
+      throw err
+    })
     this.dht = dht
   }
 
@@ -248,6 +270,7 @@ export class Engine {
     t.announce = announce
     if (torrentFile !== undefined) await this.writeTorrentFile(t, torrentFile)
     for (const p of magnetPeers) t.addCandidate(p)
+    if (magnetName !== undefined) t.displayName = magnetName
     this.torrents.set(infoHash, t)
     const record: ResumeRecord = {
       infoHash, announce, savePath, uploaded: 0, downloaded: 0, addedAt: t.addedAt, completedAt: 0, paused: options.paused === true,
@@ -340,6 +363,7 @@ export class Engine {
     t.downloaded = r.downloaded
     t.addedAt = r.addedAt
     t.completedAt = r.completedAt
+    if (r.name !== undefined) t.displayName = r.name
     for (const p of r.peers ?? []) {
       const i = p.lastIndexOf('|')
       t.addCandidate({ host: p.slice(0, i), port: Number(p.slice(i + 1)) })
@@ -582,11 +606,18 @@ export class Engine {
       if (!t.active) continue
       t.tick(now)
       // outgoing connections, within the torrent's and the engine's limits
-      const connected = new Set([...t.peers.values()].map(p => p.key))
+      // in candidates' form ([v6]:port): an incoming peer by the listen port it told us, not its
+      // ephemeral one, so what PEX and trackers say about it does not make us dial it again
+      const connected = new Set<string>()
+      for (const p of t.peers.values()) {
+        const port = p.incoming ? p.listenPort : p.socket.remotePort
+        if (port !== undefined) connected.add(p.host.includes(':') ? `[${p.host}]:${port}` : `${p.host}:${port}`)
+      }
       for (const [key, c] of t.candidates) {
         if (this.halfOpen >= 32 || total >= this.opts.maxPeers || t.peers.size >= t.options.maxPeers) break
         const cand = c as PeerAddr & { triedAt?: number, fails?: number }
-        if (connected.has(key)) continue
+        // connected now: if it leaves, it is tried again on the short backoff, not the failed one
+        if (connected.has(key)) { cand.fails = 0; continue }
         if (cand.triedAt !== undefined && now - cand.triedAt < 30_000 * Math.min(2 ** (cand.fails ?? 0), 64)) continue
         if (cand.host === this.opts.listenHost && cand.port === this.port) continue
         cand.triedAt = now
@@ -604,7 +635,8 @@ export class Engine {
     const a = this.announcers.get(t.infoHash)
     if (a === undefined) return
     if (this.dht !== undefined && !t.privateTorrent && now >= a.dhtNext) {
-      a.dhtNext = now + 15 * 60_000
+      // re-announce every 15 min; a download with no peer yet looks again every minute
+      a.dhtNext = now + (!t.complete && t.peers.size === 0 ? 60_000 : 15 * 60_000)
       const ih = Buffer.from(t.infoHashBytes)
       this.dht.announce(ih, this.port, () => {})
       if (!t.complete) this.dht.lookup(ih, () => {})
@@ -698,7 +730,11 @@ export class Engine {
       completedAt: t.completedAt,
       paused: t.state === 'paused'
     }
-    if (t.meta === undefined) return base
+    if (t.meta === undefined) {
+      // until the metadata arrives, the magnet's name and the peers to fetch it from are all we have
+      const peers = [...t.candidates.values()].slice(0, MAX_MAGNET_PEERS).map(p => `${p.host}|${p.port}`)
+      return { ...base, ...(t.displayName !== undefined ? { name: t.displayName } : {}), ...(peers.length > 0 ? { peers } : {}) }
+    }
     base.info = t.meta.info
     if (t.have === undefined || t.state === 'checking') return base
     // the bitfield is only worth keeping if the data it vouches for is on disk
@@ -742,6 +778,8 @@ async function readHandshake (sock: net.Socket): Promise<{ hs: ReturnType<typeof
 interface DhtLike {
   nodes: { count (): number }
   on (event: string, fn: (...args: never[]) => void): void
+  once (event: string, fn: (...args: never[]) => void): void
+  off (event: string, fn: (...args: never[]) => void): void
   listen (port: number, host: string | undefined, cb: () => void): void
   announce (infoHash: Buffer, port: number, cb: (err?: Error) => void): void
   lookup (infoHash: Buffer, cb: (err?: Error) => void): void

@@ -108,6 +108,8 @@ export class Torrent {
   addedAt = Date.now()
   completedAt = 0
   announce: string[][] = []
+  /** A magnet's `dn`: the name shown until the metadata names the torrent. */
+  displayName?: string
   choker: ChokePolicy
   private availability?: Uint16Array
   private readonly inProgress = new Map<number, PieceProgress>()
@@ -135,7 +137,7 @@ export class Torrent {
     if (meta !== undefined) this.setMeta(meta)
   }
 
-  get name (): string { return this.meta?.name ?? this.infoHash }
+  get name (): string { return this.meta?.name ?? this.displayName ?? this.infoHash }
   get complete (): boolean { return this.have?.complete === true }
   get active (): boolean { return this.state === 'metadata' || this.state === 'downloading' || this.state === 'seeding' }
   get privateTorrent (): boolean { return this.meta?.private === true }
@@ -217,8 +219,20 @@ export class Torrent {
 
   /** Attaches a peer whose handshake named this torrent. Returns false when it is refused. */
   attach (peer: Peer): boolean {
-    if (this.peers.size >= this.options.maxPeers) return false
-    for (const p of this.peers.values()) if (p.peerId === peer.peerId) return false
+    const twin = [...this.peers.values()].find(p => p.peerId === peer.peerId)
+    if (twin !== undefined) {
+      // Two connections to one peer. When both sides dialled at once (PEX tells both in the same
+      // round), each would keep its incoming one and drop the other, and both would die. Both
+      // sides keep the one dialled by the lower peer id instead; anything else keeps the first.
+      const ours = Buffer.from(this.host.peerId).toString('hex')
+      const crossed = twin.incoming !== peer.incoming && twin.host === peer.host
+      const preferred = (ours < peer.peerId) !== peer.incoming
+      if (!crossed || !preferred) return false
+      twin.destroy()
+      this.detach(twin)
+    } else if (this.peers.size >= this.options.maxPeers) {
+      return false
+    }
     this.peers.set(peer.key, peer)
     // what we have goes first (BEP 3: a bitfield only directly after the handshake)
     if (this.have !== undefined) {
