@@ -30,6 +30,8 @@ export class TorrentStorage {
   readonly root: string
   /** Open files read-write (set while the torrent is incomplete). */
   writeMode = false
+  /** Set by deleteFiles: a piece write still in flight must not bring a file back. */
+  private deleted = false
 
   constructor (readonly meta: Metainfo, readonly savePath: string) {
     const base = meta.multiFile ? join(savePath, meta.name) : savePath
@@ -130,8 +132,9 @@ export class TorrentStorage {
     }
   }
 
-  /** Deletes the torrent's files and the folders left empty. */
+  /** Deletes the torrent's files and the folders left empty; no later write recreates them. */
   async deleteFiles (): Promise<void> {
+    this.deleted = true
     this.close()
     for (const f of this.files) await rm(f.path, { force: true })
     if (this.meta.multiFile) {
@@ -165,6 +168,7 @@ export class TorrentStorage {
   }
 
   private async open (file: FileSlot, write: boolean): Promise<number> {
+    if (this.deleted) throw new SeedingError('SEEDING_REMOVED', 'the torrent was removed with its data')
     if (file.fd !== undefined && (file.writable || !write)) return file.fd
     if (file.opening !== undefined) {
       await file.opening.catch(() => {})

@@ -624,8 +624,11 @@ export class Torrent {
         }
         return
       }
+      // stopped meanwhile (paused, removed, failed): the piece is dropped, not written
+      if (this.state !== 'downloading') return
       await this.storage!.write(pp.index * meta.pieceLength, pp.buf)
-      if (this.have === undefined || this.state === 'paused' || this.state === 'error') return
+      // the state may have changed during the write
+      if (this.have === undefined || (this.state as TorrentState) !== 'downloading') return
       this.have.set(pp.index)
       for (const p of this.peers.values()) {
         p.send(encode.have(pp.index))
