@@ -6,16 +6,12 @@ import { dirname, join } from 'node:path'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { createTorrent, parseTorrent } from '@btt/service-seeding'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli, startNodeProcess, tempHome, type CliResult, type NodeProcess } from './helpers/cli.js'
+import { runCli, SEEDING_LOOPBACK_ENV, startNodeProcess, tempHome, type CliResult, type NodeProcess } from './helpers/cli.js'
 
 /** Seeding on loopback: no DHT or PEX; trackers on, but every tracker URL here is a closed port on 127.0.0.1. */
 const SEEDING_ENV = {
-  BTT_NODE_SERVICES_SEEDING_ENABLED: 'true',
-  BTT_NODE_SERVICES_SEEDING_LISTEN_HOST: '127.0.0.1',
-  BTT_NODE_SERVICES_SEEDING_LISTEN_PORT: '0',
-  BTT_NODE_SERVICES_SEEDING_DHT: 'false',
-  BTT_NODE_SERVICES_SEEDING_TRACKERS: 'true',
-  BTT_NODE_SERVICES_SEEDING_PEX: 'false'
+  ...SEEDING_LOOPBACK_ENV,
+  BTT_NODE_SERVICES_SEEDING_TRACKERS: 'true'
 }
 /** `btt-node get` stays on loopback too. */
 const GET_FLAGS = ['--no-dht', '--no-pex', '--listen-host', '127.0.0.1']

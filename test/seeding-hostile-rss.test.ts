@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { decodeExtendedHandshake } from '@btt/service-seeding'
 import { afterAll, describe, expect, it } from 'vitest'
-import { runCli, startNodeProcess, tempHome, type NodeProcess } from './helpers/cli.js'
+import { runCli, SEEDING_LOOPBACK_ENV, startNodeProcess, tempHome, type NodeProcess } from './helpers/cli.js'
 
 /**
  * 200 hostile peers connected to a real node's seeding service, each doing what it can to make the
@@ -34,12 +34,8 @@ const RSS_BUDGET_MB = 50
 const TRICKLE_BYTES = 16
 
 const SEEDING_ENV = {
-  BTT_NODE_SERVICES_SEEDING_ENABLED: 'true',
-  BTT_NODE_SERVICES_SEEDING_LISTEN_HOST: '127.0.0.1',
-  BTT_NODE_SERVICES_SEEDING_LISTEN_PORT: '0',
-  BTT_NODE_SERVICES_SEEDING_DHT: 'false',
+  ...SEEDING_LOOPBACK_ENV,
   BTT_NODE_SERVICES_SEEDING_TRACKERS: 'false',
-  BTT_NODE_SERVICES_SEEDING_PEX: 'false',
   // the default (50) would refuse most of them at the handshake: that is not a memory test
   BTT_NODE_SERVICES_SEEDING_MAX_PEERS_PER_TORRENT: '300'
 }

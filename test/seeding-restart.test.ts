@@ -3,18 +3,14 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { afterAll, describe, expect, it } from 'vitest'
-import { runCli, startNodeProcess, tempHome, type NodeProcess } from './helpers/cli.js'
+import { runCli, SEEDING_LOOPBACK_ENV, startNodeProcess, tempHome, type NodeProcess } from './helpers/cli.js'
 
 const TORRENTS = 20
 const SIZE = 16 * 1024 * 1024
 /** Seeding on loopback, no DHT/trackers/PEX: nothing leaves the machine. */
 const SEEDING_ENV = {
-  BTT_NODE_SERVICES_SEEDING_ENABLED: 'true',
-  BTT_NODE_SERVICES_SEEDING_LISTEN_HOST: '127.0.0.1',
-  BTT_NODE_SERVICES_SEEDING_LISTEN_PORT: '0',
-  BTT_NODE_SERVICES_SEEDING_DHT: 'false',
-  BTT_NODE_SERVICES_SEEDING_TRACKERS: 'false',
-  BTT_NODE_SERVICES_SEEDING_PEX: 'false'
+  ...SEEDING_LOOPBACK_ENV,
+  BTT_NODE_SERVICES_SEEDING_TRACKERS: 'false'
 }
 
 interface Summary { infoHash: string, state: string, size: number }
@@ -52,7 +48,7 @@ describe('seeding restart (fast resume)', () => {
     const before = (await client.serviceRequest<{ torrents: Summary[] }>('seeding', 'GET', '/torrents')).torrents
     expect(before.filter(t => t.state === 'seeding')).toHaveLength(TORRENTS)
     const total = before.reduce((n, t) => n + t.size, 0)
-    expect((await first.signal('SIGTERM')).code).toBe(0)
+    expect((await first.signal('SIGTERM')).code, first.output()).toBe(0)
 
     const t0 = Date.now()
     const second = await startNodeProcess(home, [], SEEDING_ENV)
@@ -66,11 +62,11 @@ describe('seeding restart (fast resume)', () => {
       await new Promise(resolve => setTimeout(resolve, 50))
     }
     const ms = Date.now() - t0
-    expect(seeding).toBe(TORRENTS)
-    expect(ms).toBeLessThan(5000)
+    expect(seeding, second.output()).toBe(TORRENTS)
+    expect(ms, second.output()).toBeLessThan(5000)
     const status = await client2.serviceRequest<{ disk: { readBytes: number, hashedBytes: number } }>('seeding', 'GET', '/status')
-    expect(status.disk.hashedBytes).toBe(0)
-    expect(status.disk.readBytes).toBe(0)
+    expect(status.disk.hashedBytes, second.output()).toBe(0)
+    expect(status.disk.readBytes, second.output()).toBe(0)
     // and Prometheus sees the same
     const metrics = await client2.metrics()
     expect(metrics).toContain(`btt_seeding_torrents{state="seeding"} ${TORRENTS}`)

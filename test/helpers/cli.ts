@@ -43,6 +43,15 @@ export async function tempHome (prefix = 'btt-home-'): Promise<string> {
 /** Flags that keep a node on loopback with OS-assigned ports. */
 export const LOOPBACK_FLAGS = ['--api-port', '0', '--api-host', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0']
 
+/** Environment that switches seeding on for `btt-node start`, on loopback, with no DHT or PEX. */
+export const SEEDING_LOOPBACK_ENV: Record<string, string> = {
+  BTT_NODE_SERVICES_SEEDING_ENABLED: 'true',
+  BTT_NODE_SERVICES_SEEDING_LISTEN_HOST: '127.0.0.1',
+  BTT_NODE_SERVICES_SEEDING_LISTEN_PORT: '0',
+  BTT_NODE_SERVICES_SEEDING_DHT: 'false',
+  BTT_NODE_SERVICES_SEEDING_PEX: 'false'
+}
+
 export interface NodeProcess {
   child: ChildProcess
   pid: number

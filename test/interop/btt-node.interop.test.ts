@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli, startNodeProcess, tempHome, type NodeProcess } from '../helpers/cli.js'
+import { runCli, SEEDING_LOOPBACK_ENV, startNodeProcess, tempHome, type NodeProcess } from '../helpers/cli.js'
 import {
   aria2Download, hashTree, killAll, makeTestTree, mktorrent, requireClient, startAria2Seeder, startTracker,
   transmissionDownload, type Aria2Handle, type TorrentInfo, type Tracker
@@ -21,11 +21,7 @@ const TOTAL = 72 << 20
 const TIMEOUT = 120_000
 
 const SEEDING_ENV = {
-  BTT_NODE_SERVICES_SEEDING_ENABLED: 'true',
-  BTT_NODE_SERVICES_SEEDING_LISTEN_HOST: '127.0.0.1',
-  BTT_NODE_SERVICES_SEEDING_LISTEN_PORT: '0',
-  BTT_NODE_SERVICES_SEEDING_DHT: 'false',
-  BTT_NODE_SERVICES_SEEDING_PEX: 'false',
+  ...SEEDING_LOOPBACK_ENV,
   // transmission 3.00 never dials 127.x peers ("martian"): the seeder must dial it, and learns
   // of it only by announcing again, so announce every 2 s as the harness's aria2 does every 1 s
   BTT_NODE_SERVICES_SEEDING_ANNOUNCE_INTERVAL: '2',

@@ -5,21 +5,13 @@ import {
   decode, decodePrefix, decodeWithSpans, encode, getBytes, getDict, getInt, getList, getString, optInt, optString,
   type BDict, type BValue
 } from './bencode.js'
-import { SeedingError } from './errors.js'
+import { errorCode } from './test-support/errors.js'
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1')
 const dec = (s: string): BValue => decode(b(s))
 const enc = (v: Parameters<typeof encode>[0]): string => Buffer.from(encode(v)).toString('latin1')
 
-function code (fn: () => unknown): string {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SeedingError)
-    return (err as SeedingError).code
-  }
-  throw new Error('expected a SeedingError')
-}
+const code = errorCode
 
 describe('decode', () => {
   it('decodes every type', () => {

@@ -8,6 +8,7 @@ import DHT from 'bittorrent-dht'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Engine, type EngineOptions } from './engine.js'
+import { loopbackEngineOptions } from './test-support/engine.js'
 import { engineOptions, seedingConfig } from './service.js'
 
 const logger = pino({ level: 'silent' })
@@ -34,27 +35,7 @@ async function tempDir (): Promise<string> {
 }
 
 function baseOptions (dir: string): EngineOptions {
-  return {
-    dataDir: join(dir, 'state'),
-    downloadDir: join(dir, 'downloads'),
-    listenHost: '127.0.0.1',
-    port: 0,
-    dht: false,
-    dhtBootstrap: [],
-    trackers: false,
-    pex: false,
-    uploadRate: 0,
-    downloadRate: 0,
-    torrentUploadRate: 0,
-    torrentDownloadRate: 0,
-    maxPeers: 100,
-    maxPeersPerTorrent: 50,
-    maxActiveTorrents: 100,
-    uploadSlots: 4,
-    cacheBytes: 16 * MiB,
-    minAnnounceInterval: 5,
-    logger
-  }
+  return loopbackEngineOptions(dir, logger)
 }
 
 async function started (e: Engine): Promise<Engine> {

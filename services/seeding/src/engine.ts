@@ -1,5 +1,5 @@
 import { randomBytes, randomInt } from 'node:crypto'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
@@ -15,7 +15,7 @@ import { PieceCache } from './piece-cache.js'
 import { TokenBucket } from './rate.js'
 import { ResumeStore, type ResumeRecord } from './resume.js'
 import { diskStats } from './storage.js'
-import { Torrent, type TorrentHost } from './torrent.js'
+import { addrKey, Torrent, type TorrentHost } from './torrent.js'
 import { TrackerClient } from './tracker-client.js'
 import { decodeHandshake, encodeHandshake, HANDSHAKE_LENGTH, PROTOCOL } from './wire.js'
 
@@ -419,7 +419,6 @@ export class Engine {
     this.resume!.delete(infoHash)
     if (wasActive) void this.announceNow(t, 'stopped', 2000).catch(() => {})
     this.announcers.delete(infoHash)
-    const { rm } = await import('node:fs/promises')
     await rm(this.torrentPath(infoHash), { force: true })
     if (opts.deleteData === true && t.storage !== undefined) await t.storage.deleteFiles()
     this.promoteQueued()
@@ -611,7 +610,7 @@ export class Engine {
       const connected = new Set<string>()
       for (const p of t.peers.values()) {
         const port = p.incoming ? p.listenPort : p.socket.remotePort
-        if (port !== undefined) connected.add(p.host.includes(':') ? `[${p.host}]:${port}` : `${p.host}:${port}`)
+        if (port !== undefined) connected.add(addrKey(p.host, port))
       }
       for (const [key, c] of t.candidates) {
         if (this.halfOpen >= 32 || total >= this.opts.maxPeers || t.peers.size >= t.options.maxPeers) break

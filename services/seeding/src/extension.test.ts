@@ -2,21 +2,13 @@ import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { decode, encode, type BDict } from './bencode.js'
-import { SeedingError } from './errors.js'
 import {
   MAX_REQQ, decodeCompactPeers, decodeExtendedHandshake, decodeMetadataMessage, decodePex, encodeCompactPeer,
   encodeExtendedHandshake, encodeMetadataData, encodeMetadataReject, encodeMetadataRequest, encodePex
 } from './extension.js'
+import { errorCode } from './test-support/errors.js'
 
-function code (fn: () => unknown): string {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SeedingError)
-    return (err as SeedingError).code
-  }
-  throw new Error('expected a SeedingError')
-}
+const code = errorCode
 
 describe('extended handshake', () => {
   it('decodes what libtorrent-style clients send', () => {

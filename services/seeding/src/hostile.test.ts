@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Engine, type EngineOptions } from './engine.js'
+import { loopbackEngineOptions } from './test-support/engine.js'
 
 /**
  * Hostile peers against a seeding Engine: each case opens a raw TCP connection, does a correct
@@ -229,28 +230,7 @@ async function tempDir (): Promise<string> {
 
 async function engine (logger: Logger, over: Partial<EngineOptions> = {}): Promise<Engine> {
   const dir = await tempDir()
-  const e = new Engine({
-    dataDir: join(dir, 'state'),
-    downloadDir: join(dir, 'downloads'),
-    listenHost: '127.0.0.1',
-    port: 0,
-    dht: false,
-    dhtBootstrap: [],
-    trackers: false,
-    pex: false,
-    uploadRate: 0,
-    downloadRate: 0,
-    torrentUploadRate: 0,
-    torrentDownloadRate: 0,
-    maxPeers: 500,
-    maxPeersPerTorrent: 300,
-    maxActiveTorrents: 100,
-    uploadSlots: 8,
-    cacheBytes: 16 * MiB,
-    minAnnounceInterval: 5,
-    logger,
-    ...over
-  })
+  const e = new Engine(loopbackEngineOptions(dir, logger, { maxPeers: 500, maxPeersPerTorrent: 300, uploadSlots: 8, ...over }))
   await e.start()
   engines.push(e)
   return e

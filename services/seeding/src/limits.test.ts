@@ -8,6 +8,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { SlotsChokePolicy, type ChokeContext, type ChokePolicy, type ChokerPeer } from './choker.js'
 import { Engine, type EngineOptions } from './engine.js'
+import { loopbackEngineOptions } from './test-support/engine.js'
 import { encodeHandshake, HANDSHAKE_LENGTH } from './wire.js'
 
 const logger = pino({ level: 'silent' })
@@ -25,28 +26,7 @@ async function tempDir (): Promise<string> {
 
 async function engine (over: Partial<EngineOptions> = {}): Promise<Engine> {
   const dir = await tempDir()
-  const e = new Engine({
-    dataDir: join(dir, 'state'),
-    downloadDir: join(dir, 'downloads'),
-    listenHost: '127.0.0.1',
-    port: 0,
-    dht: false,
-    dhtBootstrap: [],
-    trackers: false,
-    pex: false,
-    uploadRate: 0,
-    downloadRate: 0,
-    torrentUploadRate: 0,
-    torrentDownloadRate: 0,
-    maxPeers: 100,
-    maxPeersPerTorrent: 50,
-    maxActiveTorrents: 100,
-    uploadSlots: 4,
-    cacheBytes: 16 * MiB,
-    minAnnounceInterval: 5,
-    logger,
-    ...over
-  })
+  const e = new Engine(loopbackEngineOptions(dir, logger, over))
   await e.start()
   cleanup.push(async () => { await e.stop() })
   return e

@@ -2,21 +2,14 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { SeedingError } from './errors.js'
 import { formatMagnet, parseMagnet } from './magnet.js'
+import { errorCode } from './test-support/errors.js'
 
 const HEX = 'c12fe1c06bba254a9dc9f519b335aa7c1367a88a'
 // the same 20 bytes in RFC 4648 base32
 const B32 = Buffer.from(HEX, 'hex').reduce((acc, byte) => acc + byte.toString(2).padStart(8, '0'), '')
   .match(/.{5}/g)!.map(bits => 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'[parseInt(bits, 2)]).join('')
 
-function code (fn: () => unknown): string {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SeedingError)
-    return (err as SeedingError).code
-  }
-  throw new Error('expected a SeedingError')
-}
+const code = errorCode
 
 describe('parseMagnet', () => {
   it('reads the infohash, name, trackers and peers', () => {

@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { decode, encode, type BDict, type EncodableObject } from './bencode.js'
-import { SeedingError } from './errors.js'
 import { encodeTorrent, parseInfo, parseTorrent, pieceSize, MAX_TORRENT_BYTES } from './metainfo.js'
+import { errorCode } from './test-support/errors.js'
 
 const KiB = 1024
 const sha1hex = (b: Uint8Array): string => createHash('sha1').update(b).digest('hex')
@@ -20,15 +20,7 @@ function torrent (i: EncodableObject, outer: EncodableObject = {}): Uint8Array {
   return encode({ announce: 'http://tracker.example/announce', ...outer, info: i })
 }
 
-function code (fn: () => unknown): string {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SeedingError)
-    return (err as SeedingError).code
-  }
-  throw new Error('expected a SeedingError')
-}
+const code = errorCode
 
 describe('parseTorrent', () => {
   it('parses a single-file torrent', () => {

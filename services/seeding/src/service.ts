@@ -97,25 +97,13 @@ function httpError (err: unknown): Error & { status?: number } {
 
 function infoHashParam (c: Context): string {
   const ih = c.req.param('infoHash') ?? ''
-  if (!/^[0-9a-fA-F]{40}$/.test(ih)) throw Object.assign(new SeedingError('SEEDING_INVALID_INFOHASH', `"${ih.slice(0, 64)}" is not a 40-hex-digit infohash`), { status: 400 })
+  if (!/^[0-9a-fA-F]{40}$/.test(ih)) throw new SeedingError('SEEDING_INVALID_INFOHASH', `"${ih.slice(0, 64)}" is not a 40-hex-digit infohash`)
   return ih.toLowerCase()
 }
 
 /** Admin routes under /v1/services/seeding (the node serves them only while the service runs). */
-export function seedingRoutes (engineOrGetter: Engine | (() => Engine)): Hono {
+export function seedingRoutes (running: () => Engine): Hono {
   const app = new Hono()
-  const get = typeof engineOrGetter === 'function' ? engineOrGetter : () => engineOrGetter
-  // a Proxy-free view: each handler asks for the running engine
-  const engine = {
-    list: () => get().list(),
-    add: async (...a: Parameters<Engine['add']>) => await get().add(...a),
-    detail: (ih: string) => get().detail(ih),
-    remove: async (...a: Parameters<Engine['remove']>) => { await get().remove(...a) },
-    recheck: async (ih: string) => await get().recheck(ih),
-    pause: async (ih: string) => await get().pause(ih),
-    resumeTorrent: async (ih: string) => await get().resumeTorrent(ih),
-    status: () => get().status()
-  }
   const wrap = (fn: (c: Context) => Promise<Response>) => async (c: Context): Promise<Response> => {
     try {
       return await fn(c)
@@ -123,22 +111,22 @@ export function seedingRoutes (engineOrGetter: Engine | (() => Engine)): Hono {
       throw httpError(err)
     }
   }
-  app.get('/torrents', wrap(async c => c.json({ torrents: engine.list() })))
+  app.get('/torrents', wrap(async c => c.json({ torrents: running().list() })))
   app.post('/torrents', wrap(async c => {
     let raw: unknown
     try {
       raw = await c.req.json()
     } catch {
-      throw Object.assign(new SeedingError('SEEDING_INVALID_BODY', 'the body must be JSON'), { status: 400 })
+      throw new SeedingError('SEEDING_INVALID_BODY', 'the body must be JSON')
     }
     const parsed = addBody.safeParse(raw)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!
-      throw Object.assign(new SeedingError('SEEDING_INVALID_BODY', `${issue.path.join('.') || 'body'}: ${issue.message}`), { status: 400 })
+      throw new SeedingError('SEEDING_INVALID_BODY', `${issue.path.join('.') || 'body'}: ${issue.message}`)
     }
     const b = parsed.data
     const given = [b.path, b.torrent, b.torrent_path, b.magnet].filter(x => x !== undefined).length
-    if (given !== 1) throw Object.assign(new SeedingError('SEEDING_INVALID_BODY', 'give exactly one of path, torrent, torrent_path, magnet'), { status: 400 })
+    if (given !== 1) throw new SeedingError('SEEDING_INVALID_BODY', 'give exactly one of path, torrent, torrent_path, magnet')
     let source: AddSource
     if (b.path !== undefined) {
       source = { path: b.path, ...(b.piece_length !== undefined ? { pieceLength: b.piece_length } : {}), ...(b.private !== undefined ? { private: b.private } : {}) }
@@ -151,24 +139,24 @@ export function seedingRoutes (engineOrGetter: Engine | (() => Engine)): Hono {
       if (st.size > MAX_TORRENT_FILE) throw new SeedingError('TORRENT_TOO_LARGE', `${b.torrent_path} is over ${MAX_TORRENT_FILE} bytes`)
       source = { torrent: await readFile(b.torrent_path!) }
     }
-    const t = await engine.add(source, {
+    const t = await running().add(source, {
       ...(b.save_path !== undefined ? { savePath: b.save_path } : {}),
       ...(b.trackers !== undefined ? { trackers: b.trackers } : {}),
       ...(b.paused !== undefined ? { paused: b.paused } : {})
     })
     return c.json({ torrent: t }, 201)
   }))
-  app.get('/torrents/:infoHash', wrap(async c => c.json({ torrent: engine.detail(infoHashParam(c)) })))
+  app.get('/torrents/:infoHash', wrap(async c => c.json({ torrent: running().detail(infoHashParam(c)) })))
   app.delete('/torrents/:infoHash', wrap(async c => {
     const ih = infoHashParam(c)
     const deleteData = c.req.query('delete_data') === 'true'
-    await engine.remove(ih, { deleteData })
+    await running().remove(ih, { deleteData })
     return c.json({ removed: ih, deletedData: deleteData })
   }))
-  app.post('/torrents/:infoHash/recheck', wrap(async c => c.json({ torrent: await engine.recheck(infoHashParam(c)) })))
-  app.post('/torrents/:infoHash/pause', wrap(async c => c.json({ torrent: await engine.pause(infoHashParam(c)) })))
-  app.post('/torrents/:infoHash/resume', wrap(async c => c.json({ torrent: await engine.resumeTorrent(infoHashParam(c)) })))
-  app.get('/status', wrap(async c => c.json(engine.status())))
+  app.post('/torrents/:infoHash/recheck', wrap(async c => c.json({ torrent: await running().recheck(infoHashParam(c)) })))
+  app.post('/torrents/:infoHash/pause', wrap(async c => c.json({ torrent: await running().pause(infoHashParam(c)) })))
+  app.post('/torrents/:infoHash/resume', wrap(async c => c.json({ torrent: await running().resumeTorrent(infoHashParam(c)) })))
+  app.get('/status', wrap(async c => c.json(running().status())))
   return app
 }
 

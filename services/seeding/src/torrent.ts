@@ -16,6 +16,11 @@ import { BLOCK_SIZE, encode, type Message } from './wire.js'
 
 export type TorrentState = 'metadata' | 'checking' | 'downloading' | 'seeding' | 'queued' | 'paused' | 'error'
 
+/** A peer address as candidates are keyed: `host:port`, `[v6]:port`. */
+export function addrKey (host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
 /** Our BEP 10 extension ids (what peers put in the id byte when they message us). */
 export const LOCAL_EXT = { ut_metadata: 1, ut_pex: 2 } as const
 /** Extension names whose peer-side ids we remember; any other name in a handshake is dropped. */
@@ -212,7 +217,7 @@ export class Torrent {
 
   addCandidate (addr: PeerAddr): void {
     if (addr.port <= 0 || addr.port > 65535) return
-    const key = addr.host.includes(':') ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`
+    const key = addrKey(addr.host, addr.port)
     if (this.candidates.size >= MAX_CANDIDATES && !this.candidates.has(key)) return
     this.candidates.set(key, addr)
   }
@@ -324,7 +329,9 @@ export class Torrent {
     peer.have.set(index)
     this.availability![index]!++
     if (this.have !== undefined && !this.have.get(index)) {
-      this.updateInterest(peer)
+      // a piece we lack: interesting while we download, no need to scan the bitfields
+      if (this.state === 'downloading') peer.interested(true)
+      else this.updateInterest(peer)
       if (!peer.peerChoking) this.fillRequests(peer)
     }
   }
