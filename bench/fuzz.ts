@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import {
-  SeedingError, bencode, decodeExtendedHandshake, decodeMetadataMessage, decodePex, parseInfo, parseTorrent
+  isSeedingError, bencode, decodeExtendedHandshake, decodeMetadataMessage, decodePex, parseInfo, parseTorrent
 } from '@btt/service-seeding'
 import {
   bencodeSeeds, fuzzInput, handshakeSeeds, makeRng, metadataSeeds, pexSeeds, torrentSeeds, type Seed
@@ -101,7 +101,7 @@ export async function benchFuzz (): Promise<void> {
         try {
           t.run(bytes, size)
         } catch (err) {
-          if (err instanceof SeedingError && t.codes.test(err.code)) continue
+          if (isSeedingError(err) && t.codes.test(err.code)) continue
           crashes++
           if (crashes <= SHOWN) note(`fuzz.${t.name} crash: ${String(err)} on ${Buffer.from(bytes.subarray(0, 256)).toString('hex')}${size !== undefined ? ` (size ${size})` : ''}`)
         }

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { encode, type EncodableObject } from './bencode.js'
+import { encode, type EncodableObject } from '@btt/wire'
 import { SeedingError } from './errors.js'
 import {
   BLOCK, MAX_FILES, MAX_PIECE_LENGTH, MAX_TOTAL_LENGTH, checkPathComponent, encodeTorrent, isTrackerUrl, parseTorrent,

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { decode, encode, type BDict } from './bencode.js'
+import { decode, encode, type BDict } from '@btt/wire'
 import {
   MAX_REQQ, decodeCompactPeers, decodeExtendedHandshake, decodeMetadataMessage, decodePex, encodeCompactPeer,
   encodeExtendedHandshake, encodeMetadataData, encodeMetadataReject, encodeMetadataRequest, encodePex

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net'
-import { decode, decodePrefix, encode, getInt, isDict, optBytes, optDict, optInt, utf8, type BDict, type BValue, type EncodableObject, type FieldContext } from './bencode.js'
+import { decode, decodePrefix, encode, getInt, isDict, optBytes, optDict, optInt, utf8, type BDict, type BValue, type EncodableObject, type FieldContext } from '@btt/wire'
 import { SeedingError } from './errors.js'
 
 /**

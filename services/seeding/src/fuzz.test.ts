@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { decode, encode, isDict } from './bencode.js'
-import { SeedingError } from './errors.js'
+import { decode, encode, isDict } from '@btt/wire'
+import { isSeedingError } from './errors.js'
 import { decodeExtendedHandshake, decodeMetadataMessage, decodePex, MAX_PEX_PEERS } from './extension.js'
 import { parseInfo, parseTorrent } from './metainfo.js'
 import {
@@ -108,7 +108,7 @@ describe('fuzzing: only coded errors, and canonical results', () => {
         target.run(bytes, size)
         ok++
       } catch (err) {
-        if (!(err instanceof SeedingError) || !target.codes.test(err.code)) throw err
+        if (!isSeedingError(err) || !target.codes.test(err.code)) throw err
         seen.set(err.code, (seen.get(err.code) ?? 0) + 1)
       }
     }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { decode, encode, type BDict, type EncodableObject } from './bencode.js'
+import { decode, encode, type BDict, type EncodableObject } from '@btt/wire'
 import { encodeTorrent, parseInfo, parseTorrent, pieceSize, MAX_TORRENT_BYTES } from './metainfo.js'
 import { errorCode } from './test-support/errors.js'
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import {
   decode, decodeWithSpans, encode, getBytes, getInt, getList, getString, isBytes, isDict, optInt, optString, utf8,
   type BDict, type BValue, type FieldContext
-} from './bencode.js'
+} from '@btt/wire'
 import { SeedingError } from './errors.js'
 
 /** A file of a torrent; `offset` is where its bytes start in the torrent's concatenated data. */

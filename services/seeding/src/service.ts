@@ -4,7 +4,7 @@ import { defineService, zPort } from '@btt/node'
 import { Hono, type Context } from 'hono'
 import { z } from 'zod'
 import type { AddSource, Engine, EngineOptions } from './engine.js'
-import { SeedingError } from './errors.js'
+import { SeedingError, isSeedingError } from './errors.js'
 import { seedingMetrics } from './metrics.js'
 
 /** Largest .torrent read from a path the API is given. */
@@ -84,7 +84,7 @@ const STATUS: Record<string, 400 | 404 | 409> = {
 
 /** Coded seeding errors → HTTP: the caller's input is 400, state conflicts 409, unknown 404. */
 function httpError (err: unknown): Error & { status?: number } {
-  if (err instanceof SeedingError) {
+  if (isSeedingError(err)) {
     const status = STATUS[err.code] ?? (/^(TORRENT|MAGNET|BENCODE|SEEDING_BAD|SEEDING_INVALID)/.test(err.code) ? 400 : 500)
     return Object.assign(err, { status })
   }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
-import { decode, type BDict } from './bencode.js'
+import { decode, type BDict } from '@btt/wire'
 import { SeedingError } from './errors.js'
 import { decodeCompactPeers, type PeerAddr } from './extension.js'
 

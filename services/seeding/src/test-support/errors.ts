@@ -1,13 +1,13 @@
+import { CodedError } from '@btt/wire'
 import { expect } from 'vitest'
-import { SeedingError } from '../errors.js'
 
-/** The code of the SeedingError `fn` throws; fails the test if it returns or throws anything else. */
+/** The code of the coded error (SeedingError or a codec's) `fn` throws; fails the test otherwise. */
 export function errorCode (fn: () => unknown): string {
   try {
     fn()
   } catch (err) {
-    expect(err).toBeInstanceOf(SeedingError)
-    return (err as SeedingError).code
+    expect(err).toBeInstanceOf(CodedError)
+    return (err as CodedError).code
   }
-  throw new Error('expected a SeedingError')
+  throw new Error('expected a coded error')
 }

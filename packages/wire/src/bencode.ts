@@ -1,4 +1,4 @@
-import { SeedingError } from './errors.js'
+import { WireError } from './errors.js'
 
 /**
  * A strict bencode codec (BEP 3). Decoding accepts only the canonical encoding of a value: no
@@ -39,7 +39,7 @@ const C_I = 0x69
 const C_L = 0x6c
 
 function fail (code: string, message: string, offset: number): never {
-  throw new SeedingError(code, `${message} at byte offset ${offset}`)
+  throw new WireError(code, `${message} at byte offset ${offset}`)
 }
 
 class Decoder {
@@ -188,20 +188,20 @@ function printable (key: string): string {
 }
 
 function asBuffer (buf: unknown): Buffer {
-  if (!(buf instanceof Uint8Array)) throw new SeedingError('BENCODE_INPUT', 'bencode input must be a Uint8Array')
+  if (!(buf instanceof Uint8Array)) throw new WireError('BENCODE_INPUT', 'bencode input must be a Uint8Array')
   return Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
 }
 
 function limit (value: number | undefined, fallback: number, max: number, name: string): number {
   if (value === undefined) return fallback
-  if (!Number.isInteger(value) || value < 1 || value > max) throw new SeedingError('BENCODE_OPTIONS', `${name} must be an integer 1..${max}`)
+  if (!Number.isInteger(value) || value < 1 || value > max) throw new WireError('BENCODE_OPTIONS', `${name} must be an integer 1..${max}`)
   return value
 }
 
 function decoder (buf: unknown, offset: number, opts: DecodeOptions | undefined): Decoder {
   const b = asBuffer(buf)
-  if (!Number.isInteger(offset) || offset < 0 || offset > b.length) throw new SeedingError('BENCODE_OPTIONS', `offset ${offset} is outside the input`)
-  if (offset === b.length) throw new SeedingError('BENCODE_EMPTY', offset === 0 ? 'input is empty' : `no value at byte offset ${offset}`)
+  if (!Number.isInteger(offset) || offset < 0 || offset > b.length) throw new WireError('BENCODE_OPTIONS', `offset ${offset} is outside the input`)
+  if (offset === b.length) throw new WireError('BENCODE_EMPTY', offset === 0 ? 'input is empty' : `no value at byte offset ${offset}`)
   return new Decoder(
     b, offset,
     limit(opts?.maxDepth, DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, 'maxDepth'),
@@ -281,7 +281,7 @@ class Writer {
     for (let i = 0; i < n; i++) {
       const c = s.charCodeAt(i)
       // only keys can reach here with wider chars (lengths and integers are ASCII)
-      if (c > 0xff) throw new SeedingError('BENCODE_BAD_KEY', 'Map keys must be latin1 strings (one char per byte)')
+      if (c > 0xff) throw new WireError('BENCODE_BAD_KEY', 'Map keys must be latin1 strings (one char per byte)')
       buf[p++] = c
     }
     this.pos = p
@@ -313,10 +313,10 @@ class Writer {
   }
 
   value (v: unknown, depth: number): void {
-    if (depth > MAX_ENCODE_DEPTH) throw new SeedingError('BENCODE_DEPTH', `cannot encode values nested deeper than ${MAX_ENCODE_DEPTH} (a cycle?)`)
+    if (depth > MAX_ENCODE_DEPTH) throw new WireError('BENCODE_DEPTH', `cannot encode values nested deeper than ${MAX_ENCODE_DEPTH} (a cycle?)`)
     if (typeof v === 'number') {
-      if (!Number.isInteger(v)) throw new SeedingError('BENCODE_NOT_INTEGER', `cannot encode ${v}: bencode has only integers`)
-      if (!Number.isSafeInteger(v)) throw new SeedingError('BENCODE_INT_RANGE', `cannot encode ${v}: outside the safe integer range`)
+      if (!Number.isInteger(v)) throw new WireError('BENCODE_NOT_INTEGER', `cannot encode ${v}: bencode has only integers`)
+      if (!Number.isSafeInteger(v)) throw new WireError('BENCODE_INT_RANGE', `cannot encode ${v}: outside the safe integer range`)
       this.int(v)
     } else if (v instanceof Uint8Array) {
       this.bytes(v)
@@ -331,7 +331,7 @@ class Writer {
     } else if (v instanceof Map) {
       const keys: string[] = []
       for (const k of v.keys()) {
-        if (typeof k !== 'string') throw new SeedingError('BENCODE_BAD_KEY', 'Map keys must be latin1 strings (one char per byte)')
+        if (typeof k !== 'string') throw new WireError('BENCODE_BAD_KEY', 'Map keys must be latin1 strings (one char per byte)')
         keys.push(k)
       }
       keys.sort()
@@ -358,12 +358,12 @@ class Writer {
       }
       this.byte(C_E)
     } else {
-      throw new SeedingError('BENCODE_UNENCODABLE', `cannot encode a value of type ${v === null ? 'null' : typeof v}`)
+      throw new WireError('BENCODE_UNENCODABLE', `cannot encode a value of type ${v === null ? 'null' : typeof v}`)
     }
   }
 
   private key (k: string): void {
-    if (k.length > 32 && NON_LATIN1.test(k)) throw new SeedingError('BENCODE_BAD_KEY', 'Map keys must be latin1 strings (one char per byte)')
+    if (k.length > 32 && NON_LATIN1.test(k)) throw new WireError('BENCODE_BAD_KEY', 'Map keys must be latin1 strings (one char per byte)')
     this.ascii(`${k.length}:`)
     this.ascii(k)
   }
@@ -397,11 +397,11 @@ function fieldName (key: string, ctx: FieldContext | undefined): string {
 }
 
 function missing (key: string, ctx: FieldContext | undefined): never {
-  throw new SeedingError(`${ctx?.family ?? 'BENCODE'}_MISSING_FIELD`, `${fieldName(key, ctx)} is missing`)
+  throw new WireError(`${ctx?.family ?? 'BENCODE'}_MISSING_FIELD`, `${fieldName(key, ctx)} is missing`)
 }
 
 function badType (key: string, want: string, ctx: FieldContext | undefined): never {
-  throw new SeedingError(`${ctx?.family ?? 'BENCODE'}_BAD_FIELD`, `${fieldName(key, ctx)} must be ${want}`)
+  throw new WireError(`${ctx?.family ?? 'BENCODE'}_BAD_FIELD`, `${fieldName(key, ctx)} must be ${want}`)
 }
 
 export function isDict (v: BValue | undefined): v is BDict {
@@ -455,7 +455,7 @@ export function utf8 (bytes: Uint8Array, what: string, ctx?: FieldContext & { lo
   try {
     return strictUtf8.decode(b)
   } catch {
-    throw new SeedingError(`${ctx?.family ?? 'BENCODE'}_BAD_UTF8`, `${what} is not valid UTF-8`)
+    throw new WireError(`${ctx?.family ?? 'BENCODE'}_BAD_UTF8`, `${what} is not valid UTF-8`)
   }
 }
 
