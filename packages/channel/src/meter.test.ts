@@ -36,6 +36,46 @@ describe('Meter sessions', () => {
     await expect(meter.open({ peer: 'p', channelId: fx.channel.id, price: 0n })).rejects.toMatchObject({ code: 'CHANNEL_BAD_PRICE' })
   })
 
+  it('a per-session cap in units, and a re-price that keeps old debt in base units', async () => {
+    const { fx, meter } = await setup({ timeoutMs: 5000, deposit: 100_000n })
+    // price per KiB 3, cap 16 KiB: two 8-KiB blocks fit, a third waits
+    const s = await meter.open({ peer: 'p', channelId: fx.channel.id, price: 3n, maxUnpaidUnits: 16 })
+    ;(await s.prepare(8)).apply()
+    ;(await s.prepare(8)).apply()
+    let third = false
+    const p3 = s.prepare(8).then(d => { third = true; return d })
+    await new Promise(resolve => setTimeout(resolve, 30))
+    expect(third).toBe(false)
+    await s.accept(fx.voucher(48n))
+    ;(await p3).apply()
+    expect(s.owed).toBe(72n)
+    // the price rises: 24 base units are owed at the old price; the cap is now 16 × 5 = 80
+    s.reprice(5n)
+    expect(s.price).toBe(5n)
+    ;(await s.prepare(8)).apply() // exposure 24 + 40 = 64 ≤ 80
+    let next = false
+    const p5 = s.prepare(8).then(d => { next = true; return d }) // 64 + 40 > 80: waits
+    await new Promise(resolve => setTimeout(resolve, 30))
+    expect(next).toBe(false)
+    await s.accept(fx.voucher(48n + 24n + 40n))
+    ;(await p5).apply()
+    expect(s.owed).toBe(72n + 40n + 40n)
+    expect(s.credited).toBe(112n)
+    expect(() => { s.reprice(0n) }).toThrow(/positive/)
+    expect(s.unpaid).toBe(40n)
+    // a later session that inherits 40 owed: 40 + 48 > 80, so its first 16-KiB block waits
+    const s2 = await meter.open({ peer: 'p', channelId: fx.channel.id, price: 3n, maxUnpaidUnits: 16, owed: 40n })
+    expect(s2.unpaid).toBe(40n)
+    let first = false
+    const p6 = s2.prepare(16).then(d => { first = true; return d })
+    await new Promise(resolve => setTimeout(resolve, 30))
+    expect(first).toBe(false)
+    await s2.accept(fx.voucher(152n)) // pays the inherited 40
+    ;(await p6).apply()
+    expect(s2.unpaid).toBe(48n)
+    await expect(meter.open({ peer: 'p', channelId: fx.channel.id, price: 1n, maxUnpaidUnits: 0 })).rejects.toThrow(RangeError)
+  })
+
   it('refuses a channel about to expire', async () => {
     const { fx, meter } = await setup({ expiresInMs: 500 })
     await expect(meter.open({ peer: 'p', channelId: fx.channel.id, price: 1n })).rejects.toMatchObject({ code: 'CHANNEL_CLOSED' })

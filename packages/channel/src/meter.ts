@@ -36,6 +36,13 @@ export interface SessionInit {
   channelId: string
   /** Price per unit, base units. */
   price: bigint
+  /** This session's credit-exposure cap in units (default: the Meter's `maxUnpaidUnits`). */
+  maxUnpaidUnits?: number
+  /**
+   * Base units the payer still owes from an earlier session (one that timed out): counted as
+   * delivered, so a payer cannot reset its exposure by reconnecting.
+   */
+  owed?: bigint
 }
 
 /**
@@ -59,6 +66,7 @@ export class Meter {
   async open (session: SessionInit): Promise<MeterSession> {
     this.assertNotBanned(session.peer)
     if (typeof session.price !== 'bigint' || session.price <= 0n) throw new ChannelError('CHANNEL_BAD_PRICE', 'a session price must be a positive amount')
+    if (session.maxUnpaidUnits !== undefined && (!Number.isSafeInteger(session.maxUnpaidUnits) || session.maxUnpaidUnits < 1)) throw new RangeError('maxUnpaidUnits must be a positive integer')
     let channel = this.init.store.getIncoming(session.channelId)
     if (channel === undefined) {
       const remote = fromLedger(await this.init.ledger.channel(session.channelId))
@@ -170,9 +178,30 @@ export class MeterSession {
   private paid = 0n
   private waiters = new Set<() => void>()
   private closed = false
+  private unitPrice: bigint
 
   constructor (private readonly meter: Meter, readonly init: SessionInit) {
     this.signal = this.controller.signal
+    this.unitPrice = init.price
+    if (init.owed !== undefined) {
+      if (typeof init.owed !== 'bigint' || init.owed < 0n) throw new RangeError('owed must be a non-negative amount')
+      this.delivered = init.owed
+    }
+  }
+
+  /** Delivered and not yet paid, base units. */
+  get unpaid (): bigint { return this.delivered > this.paid ? this.delivered - this.paid : 0n }
+
+  /** Price per unit now, base units. */
+  get price (): bigint { return this.unitPrice }
+
+  /**
+   * Change the price of units prepared from now on (a re-priced auction slot). What was delivered
+   * and paid is kept in base units, so debt at the old price stays owed exactly.
+   */
+  reprice (price: bigint): void {
+    if (typeof price !== 'bigint' || price <= 0n) throw new ChannelError('CHANNEL_BAD_PRICE', 'a session price must be a positive amount')
+    this.unitPrice = price
   }
 
   /** Value delivered (applied) in this session, base units. */
@@ -189,8 +218,9 @@ export class MeterSession {
     if (!Number.isSafeInteger(units) || units < 1) throw new RangeError('units must be a positive integer')
     this.assertOpen()
     this.meter.assertNotBanned(this.init.peer)
-    const cost = BigInt(units) * this.init.price
-    const cap = this.meter.maxUnpaidUnits * this.init.price
+    const price = this.unitPrice
+    const cost = BigInt(units) * price
+    const cap = (this.init.maxUnpaidUnits !== undefined ? BigInt(this.init.maxUnpaidUnits) : this.meter.maxUnpaidUnits) * price
     const exposure = (): bigint => this.delivered + this.reserved + cost - this.paid
     const usable = (): void => {
       try {

@@ -6,11 +6,10 @@ import type { NodeStatus } from './api/types.js'
 import { setConfigValue } from './config/edit.js'
 import { loadConfig } from './config/load.js'
 import type { NodeConfig } from './config/schema.js'
-import { encodeVoucher } from '@btt/channel'
 import { paymentsRoutes } from './api/payments-routes.js'
 import { NodeError } from './errors.js'
 import { assertInitialised, claimRuntime, libp2pKeyOf, loadIdentity, loadWallet, readApiToken, removeRuntimeInfo, writeRuntimeInfo } from './home.js'
-import { startPayments, type Payments } from './payments.js'
+import { servicePaymentsOf, startPayments, type Payments } from './payments.js'
 import { Lifecycle } from './lifecycle.js'
 import { createLogger } from './logger.js'
 import { createMetrics } from './metrics.js'
@@ -67,16 +66,7 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
     if (payments === undefined) throw new NodeError('PAYMENTS_NOT_READY', 'payments are not started yet')
     return payments
   }
-  const servicePayments = (): ServicePayments => {
-    const p = requirePayments()
-    return {
-      account: p.account,
-      ledgerId: p.ledgerId,
-      meter: p.meter,
-      pay: async (channelId, amount) => encodeVoucher(await p.payer.pay(channelId, amount)),
-      findChannel: (payee, min) => p.payer.list().find(c => c.payee === payee && c.status === 'open' && c.deposit - c.spent >= min && c.expiresAt > Date.now())
-    }
-  }
+  const servicePayments = (): ServicePayments => servicePaymentsOf(requirePayments())
   const services = new ServiceManager({
     definitions,
     sections: config.services,

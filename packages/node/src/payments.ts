@@ -1,7 +1,8 @@
 import { join } from 'node:path'
-import { Claimer, Meter, Payer, SqliteChannelStore, toHex, type KeyPair, type LedgerClient } from '@btt/channel'
+import { Claimer, Meter, encodeVoucher, Payer, SqliteChannelStore, toHex, type KeyPair, type LedgerClient } from '@btt/channel'
 import type { Logger } from 'pino'
 import type { NodeConfig } from './config/schema.js'
+import type { ServicePayments } from './service.js'
 
 /** The node's money: its ledger client, channel store, Meter (for services), Claimer and Payer. */
 export interface Payments {
@@ -82,5 +83,18 @@ export async function startPayments (init: PaymentsInit): Promise<Payments> {
       await store.close()
       closeLedger()
     }
+  }
+}
+
+/** Money as services see it (see ServicePayments): no keys, no ledger, no signatures. */
+export function servicePaymentsOf (p: Payments): ServicePayments {
+  return {
+    account: p.account,
+    ledgerId: p.ledgerId,
+    meter: p.meter,
+    pay: async (channelId, amount) => encodeVoucher(await p.payer.pay(channelId, amount)),
+    findChannel: (payee, min) => p.payer.list().find(c => c.payee === payee && c.ledgerId === p.ledgerId && c.status === 'open' && c.deposit - c.spent >= min && c.expiresAt > Date.now()),
+    openChannel: async (payee, deposit, expiresAt) => await p.payer.open({ payee, deposit, expiresAt }),
+    balance: async () => (await p.ledger.balance(p.account))
   }
 }

@@ -57,6 +57,10 @@ export interface ServicePayments {
   pay(channelId: string, amount: bigint): Promise<Uint8Array>
   /** Requester side: an open outgoing channel to `payee` with at least `min` unspent. */
   findChannel(payee: string, min: bigint): OutgoingChannel | undefined
+  /** Requester side: open a channel at the ledger (locks `deposit` from the wallet's balance). */
+  openChannel(payee: string, deposit: bigint, expiresAt: number): Promise<OutgoingChannel>
+  /** Requester side: what the wallet holds at the ledger, not counting channel deposits. */
+  balance(): Promise<bigint>
 }
 
 /** What the node gives a service. Narrow on purpose: services never see the node's internals. */

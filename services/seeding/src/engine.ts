@@ -4,7 +4,8 @@ import net from 'node:net'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { Bitfield } from './bitfield.js'
-import { SlotsChokePolicy, type ChokePolicy } from './choker.js'
+import { AuctionChokePolicy, SlotsChokePolicy, type ChokePolicy } from './choker.js'
+import type { Speed } from './speed.js'
 import { createTorrent } from './create-torrent.js'
 import { SeedingError, isSeedingError } from './errors.js'
 import type { PeerAddr } from './extension.js'
@@ -57,6 +58,10 @@ export interface EngineOptions {
   logger: Logger
   /** Replaces the default choker (the auction in paid seeding). */
   chokerFactory?: (torrent: Torrent) => ChokePolicy
+  /** Paid seeding (BitTorrent Speed): sells slots by auction and/or bids and pays for downloads. */
+  speed?: Speed
+  /** How often every torrent is rechoked (BitTorrent's classic 10 s). */
+  rechokeIntervalMs?: number
 }
 
 export type AddSource =
@@ -171,7 +176,7 @@ export class Engine {
     }
     this.timers.push(
       setInterval(() => { this.tick() }, 1000),
-      setInterval(() => { for (const t of this.torrents.values()) t.rechoke() }, 10_000),
+      setInterval(() => { for (const t of this.torrents.values()) t.rechoke() }, this.opts.rechokeIntervalMs ?? 10_000),
       setInterval(() => { for (const t of this.torrents.values()) t.sendPex() }, this.opts.pexIntervalMs ?? 60_000),
       setInterval(() => { void this.saveDirty() }, 5_000)
     )
@@ -318,6 +323,7 @@ export class Engine {
       pex: this.opts.pex,
       utMetadata: this.opts.utMetadata !== false,
       clientName: CLIENT_NAME,
+      ...(this.opts.speed !== undefined ? { speed: this.opts.speed } : {}),
       onMetadata: (t) => { void this.onMetadata(t) },
       onProgress: (t, completed) => {
         this.markDirty(t)
@@ -334,7 +340,17 @@ export class Engine {
       downloadRate: this.opts.torrentDownloadRate,
       choker: new SlotsChokePolicy({ slots: this.opts.uploadSlots, optimistic: 1, optimisticMs: 30_000 })
     }, meta)
+    const speed = this.opts.speed
     if (this.opts.chokerFactory !== undefined) t.choker = this.opts.chokerFactory(t)
+    else if (speed?.selling === true) {
+      t.choker = new AuctionChokePolicy({
+        paidSlots: speed.opts.paidSlots,
+        freeSlots: speed.opts.freeSlots,
+        optimistic: speed.opts.optimisticSlots,
+        optimisticMs: 30_000,
+        bidWindowMs: speed.opts.bidWindowMs ?? 2000
+      })
+    }
     return t
   }
 

@@ -94,7 +94,7 @@ export interface ExtendedHandshakeInit {
   metadataSize?: number
   yourip?: Uint8Array
   /** More keys; the fields above win over these. */
-  extra?: Record<string, BValue>
+  extra?: EncodableObject
 }
 
 export function encodeExtendedHandshake (h: ExtendedHandshakeInit): Uint8Array {

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net'
+import type { BttPeer } from './speed.js'
 import { Bitfield } from './bitfield.js'
 import { encode, MessageParser, type Handshake, type Message } from './wire.js'
 import { RateMeter } from './rate.js'
@@ -63,6 +64,10 @@ export class Peer {
   /** Pieces we sent in the last PEX round, and what this peer last heard from us. */
   pexSent = new Set<string>()
   pexLastAt = 0
+  /** The `btt` extension's state, for a peer that speaks it on our ledger. */
+  btt?: BttPeer
+  /** Bumped on every choke: a block read before a choke is not sent after it. */
+  chokeGen = 0
 
   constructor (readonly socket: Socket, hs: Handshake, readonly incoming: boolean, onMessage: (msg: Message) => void) {
     this.key = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
@@ -102,6 +107,7 @@ export class Peer {
   choke (): void {
     if (this.amChoking) return
     this.amChoking = true
+    this.chokeGen++
     this.send(encode.choke())
     // BEP 6: with the fast extension each dropped request is rejected explicitly
     if (this.fast) for (const r of this.queue) this.send(encode.reject(r.index, r.begin, r.length))

@@ -1,9 +1,11 @@
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { defineService, zPort } from '@btt/node'
+import { defineService, zAmount, zPort, type ServicePayments } from '@btt/node'
 import { Hono, type Context } from 'hono'
+import { parseBtt } from '@btt/channel'
 import { z } from 'zod'
 import type { AddSource, Engine, EngineOptions } from './engine.js'
+import type { SpeedOptions } from './speed.js'
 import { SeedingError, isSeedingError } from './errors.js'
 import { seedingMetrics } from './metrics.js'
 
@@ -31,8 +33,30 @@ export const seedingConfig = z.object({
   cache_mib: z.int().min(0).max(65_536).default(64),
   min_announce_interval: z.int().min(1).max(86_400).default(60),
   /** Re-announce on this period whatever trackers ask (0 = as they ask); for private swarms and tests. */
-  announce_interval: z.int().min(0).max(86_400).default(0)
+  announce_interval: z.int().min(0).max(86_400).default(0),
+  /** How often the choker runs (seconds). */
+  rechoke_seconds: z.number().min(0.1).max(600).default(10),
+  // --- BitTorrent Speed (paid seeding). Prices are BTT per KiB. ---
+  /** Upload slots sold by auction per torrent; 0 = paid seeding off (upload_slots by rate, as plain BitTorrent). */
+  paid_slots: z.int().min(0).max(1000).default(4),
+  /** With paid seeding on: slots by upload rate for peers that do not bid (legacy clients). */
+  free_slots: z.int().min(0).max(1000).default(4),
+  /** Optimistic unchokes (free), rotated every 30 s. */
+  optimistic_slots: z.int().min(0).max(100).default(1),
+  /** Bids are collected this long before the first auction of an idle torrent. */
+  bid_window_seconds: z.number().min(0).max(600).default(2),
+  /** Reserve-price growth per hour since another peer last proved possession (BTT per KiB). */
+  reserve_growth_per_hour: zAmount.default(parseBtt('0.000001')),
+  /** The reserve never exceeds this (BTT per KiB). */
+  reserve_cap: zAmount.default(parseBtt('0.0001')),
+  /** A fixed reserve for every torrent instead of the schedule (BTT per KiB); unset: the schedule. */
+  reserve_fixed: zAmount.optional(),
+  /** A payer's channel must hold at least this many pieces at its price. */
+  min_deposit_pieces: z.int().min(1).max(1_000_000).default(2),
+  /** A payer's channel must stay open at least this long (seconds). */
+  min_channel_seconds: z.int().min(60).max(365 * 86_400).default(3600)
 })
+
 
 export type SeedingConfig = z.output<typeof seedingConfig>
 
@@ -58,7 +82,28 @@ export function engineOptions (config: SeedingConfig, dataDir: string, logger: E
     cacheBytes: config.cache_mib * 1024 * 1024,
     minAnnounceInterval: config.min_announce_interval,
     announceInterval: config.announce_interval,
+    rechokeIntervalMs: Math.round(config.rechoke_seconds * 1000),
     logger
+  }
+}
+
+/** The provider side of BitTorrent Speed from the config (undefined when paid_slots = 0). */
+export function speedOptions (config: SeedingConfig, payments: ServicePayments, logger: EngineOptions['logger']): SpeedOptions | undefined {
+  if (config.paid_slots === 0) return undefined
+  return {
+    payments,
+    logger,
+    paidSlots: config.paid_slots,
+    freeSlots: config.free_slots,
+    optimisticSlots: config.optimistic_slots,
+    bidWindowMs: Math.round(config.bid_window_seconds * 1000),
+    reserve: {
+      perHour: config.reserve_growth_per_hour,
+      cap: config.reserve_cap,
+      ...(config.reserve_fixed !== undefined ? { override: config.reserve_fixed } : {})
+    },
+    minDepositPieces: config.min_deposit_pieces,
+    minExpirySeconds: config.min_channel_seconds
   }
 }
 
@@ -162,9 +207,9 @@ export function seedingRoutes (running: () => Engine): Hono {
 
 export const seedingService = defineService({
   name: 'seeding',
-  description: 'BitTorrent seedbox: seeds and downloads torrents for peers (paid seeding arrives with BitTorrent Speed)',
+  description: 'BitTorrent seedbox with paid seeding (BitTorrent Speed): upload slots sold by auction, paid per piece',
   config: seedingConfig,
-  create: ({ config, logger, dataDir, metrics }) => {
+  create: ({ config, logger, dataDir, metrics, payments }) => {
     // the engine (sockets, SQLite, undici, the DHT) loads on start: a node with seeding switched
     // off carries none of it
     let engine: Engine | undefined
@@ -180,7 +225,9 @@ export const seedingService = defineService({
       adminRoutes: seedingRoutes(running),
       start: async () => {
         const { Engine } = await import('./engine.js')
-        const e = new Engine(engineOptions(config, dataDir, logger))
+        const speedOpts = speedOptions(config, payments, logger)
+        const { Speed } = await import('./speed.js')
+        const e = new Engine({ ...engineOptions(config, dataDir, logger), ...(speedOpts !== undefined ? { speed: new Speed(speedOpts) } : {}) })
         await e.start()
         engine = e
         gauges.attach(e)

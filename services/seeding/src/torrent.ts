@@ -2,6 +2,7 @@ import { createHash, randomInt } from 'node:crypto'
 import type { Logger } from 'pino'
 import { Bitfield } from './bitfield.js'
 import type { ChokePolicy } from './choker.js'
+import type { Speed, SpeedTorrent } from './speed.js'
 import { SeedingError, isSeedingError } from './errors.js'
 import {
   decodeExtendedHandshake, decodeMetadataMessage, decodePex, encodeExtendedHandshake, encodeMetadataData,
@@ -22,7 +23,7 @@ export function addrKey (host: string, port: number): string {
 }
 
 /** Our BEP 10 extension ids (what peers put in the id byte when they message us). */
-export const LOCAL_EXT = { ut_metadata: 1, ut_pex: 2 } as const
+export const LOCAL_EXT = { ut_metadata: 1, ut_pex: 2, btt: 3 } as const
 /** Extension names whose peer-side ids we remember; any other name in a handshake is dropped. */
 const KNOWN_EXTENSIONS = Object.keys(LOCAL_EXT)
 const METADATA_PIECE = 16 * 1024
@@ -69,6 +70,8 @@ export interface TorrentHost {
   onMetadata (t: Torrent): void
   /** Called when a piece was verified and written, and when the torrent completes. */
   onProgress (t: Torrent, completed: boolean): void
+  /** Paid seeding (BitTorrent Speed); undefined: plain BitTorrent. */
+  readonly speed?: Speed
 }
 
 interface PieceProgress {
@@ -82,6 +85,8 @@ interface PieceProgress {
   receivedCount: number
   /** Peers that contributed blocks (to blame on a hash failure). */
   from: Set<Peer>
+  /** A paid seeder this piece is reserved for: it is paid per verified piece, so it gets whole ones. */
+  owner?: Peer
 }
 
 export interface TorrentOptions {
@@ -93,7 +98,7 @@ export interface TorrentOptions {
 }
 
 /** One torrent: metadata, pieces, peers, the picker and the upload path. */
-export class Torrent {
+export class Torrent implements SpeedTorrent {
   readonly infoHash: string
   readonly infoHashBytes: Uint8Array
   meta?: Metainfo
@@ -144,6 +149,19 @@ export class Torrent {
 
   get name (): string { return this.meta?.name ?? this.displayName ?? this.infoHash }
   get complete (): boolean { return this.have?.complete === true }
+  get pieceLengthNominal (): number | undefined { return this.meta?.pieceLength }
+  get pieceCount (): number | undefined { return this.meta?.pieceCount }
+  get totalLength (): number | undefined { return this.meta?.length }
+  hasPiece (i: number): boolean { return this.have?.get(i) === true }
+
+  /** One 16-KiB chunk of a piece we have (possession proofs). */
+  async readChunk (piece: number, chunk: number): Promise<Uint8Array> {
+    const len = Math.min(BLOCK_SIZE, this.pieceLength(piece) - chunk * BLOCK_SIZE)
+    if (this.storage === undefined || !this.hasPiece(piece) || len <= 0) throw new SeedingError('SEEDING_NO_CHUNK', `no chunk ${chunk} of piece ${piece}`)
+    const buf = Buffer.alloc(len)
+    await this.storage.read(piece * this.meta!.pieceLength + chunk * BLOCK_SIZE, len, buf)
+    return buf
+  }
   get active (): boolean { return this.state === 'metadata' || this.state === 'downloading' || this.state === 'seeding' }
   get privateTorrent (): boolean { return this.meta?.private === true }
   get left (): number {
@@ -250,8 +268,14 @@ export class Torrent {
       peer.parser.maxBitfieldBytes = MAX_EARLY_BITFIELD_BYTES
     }
     if (peer.extensions) {
+      const speed = this.host.speed
       peer.send(encode.extended(0, encodeExtendedHandshake({
-        m: { ...(this.host.utMetadata ? { ut_metadata: LOCAL_EXT.ut_metadata } : {}), ...(this.host.pex && !this.privateTorrent ? { ut_pex: LOCAL_EXT.ut_pex } : {}) },
+        m: {
+          ...(this.host.utMetadata ? { ut_metadata: LOCAL_EXT.ut_metadata } : {}),
+          ...(this.host.pex && !this.privateTorrent ? { ut_pex: LOCAL_EXT.ut_pex } : {}),
+          ...(speed !== undefined ? { btt: LOCAL_EXT.btt } : {})
+        },
+        ...(speed !== undefined ? { extra: { btt: speed.handshakeEntry() } } : {}),
         port: this.host.port,
         v: this.host.clientName,
         reqq: PEER_LIMITS.maxQueuedRequests,
@@ -268,6 +292,8 @@ export class Torrent {
       for (let i = 0; i < peer.have.length; i++) if (peer.have.get(i)) this.availability[i]!--
     }
     this.releaseRequests(peer)
+    this.releaseOwned(peer)
+    this.host.speed?.detach(peer)
     if (!peer.amChoking) this.scheduleRechoke()
   }
 
@@ -280,6 +306,7 @@ export class Torrent {
         peer.peerChoking = true
         // without the fast extension a choke drops every request; with it, rejects follow
         if (!peer.fast) this.releaseRequests(peer)
+        this.releaseOwned(peer)
         return
       case 'unchoke':
         peer.peerChoking = false
@@ -435,19 +462,47 @@ export class Torrent {
       this.host.globalUp.take(r.length)
       peer.queue.shift()
       peer.readsInFlight++
-      this.host.cache.acquire(this, r.index).then(piece => {
-        peer.readsInFlight--
-        if (peer.closed || peer.amChoking) { piece.release(); return }
-        peer.sendPiece(r.index, r.begin, piece.buf.subarray(r.begin, r.begin + r.length), piece.release)
-        this.up.add(r.length)
-        this.uploaded += r.length
-        this.serve(peer)
-      }, (err: unknown) => {
-        peer.readsInFlight--
-        this.host.logger.warn({ infoHash: this.infoHash, piece: r.index, err }, 'could not read a piece to upload')
-        if (peer.fast) peer.send(encode.reject(r.index, r.begin, r.length))
-      })
+      const gen = peer.chokeGen
+      // a paid peer's block waits for its session's credit (at most one unpaid piece)
+      const debit = this.host.speed?.gate(peer, r.length)
+      if (debit === undefined) {
+        this.host.cache.acquire(this, r.index).then(piece => { this.sendBlock(peer, r, gen, piece) }, (err: unknown) => { this.readFailed(peer, r, err) })
+      } else {
+        debit.then(d => {
+          this.host.cache.acquire(this, r.index).then(piece => { this.sendBlock(peer, r, gen, piece, d) }, (err: unknown) => { d.cleanup(); this.readFailed(peer, r, err) })
+        }, (err: unknown) => {
+          peer.readsInFlight--
+          if (peer.fast && !peer.closed) peer.send(encode.reject(r.index, r.begin, r.length))
+          this.host.speed?.gateFailed(peer, err)
+        })
+      }
     }
+  }
+
+  private sendBlock (peer: Peer, r: BlockRequest, gen: number, piece: { buf: Buffer, release: () => void }, debit?: { apply(): void, cleanup(): void }): void {
+    peer.readsInFlight--
+    if (peer.closed || peer.amChoking || peer.chokeGen !== gen) {
+      // choked meanwhile: the block is dropped, and with the fast extension rejected
+      piece.release()
+      debit?.cleanup()
+      if (peer.fast && !peer.closed) peer.send(encode.reject(r.index, r.begin, r.length))
+      return
+    }
+    peer.sendPiece(r.index, r.begin, piece.buf.subarray(r.begin, r.begin + r.length), piece.release)
+    debit?.apply()
+    if (this.host.speed !== undefined) {
+      this.host.speed.uploaded(this, r.index, r.begin)
+      if (debit !== undefined) this.host.speed.served(peer, r.length)
+    }
+    this.up.add(r.length)
+    this.uploaded += r.length
+    this.serve(peer)
+  }
+
+  private readFailed (peer: Peer, r: BlockRequest, err: unknown): void {
+    peer.readsInFlight--
+    this.host.logger.warn({ infoHash: this.infoHash, piece: r.index, err }, 'could not read a piece to upload')
+    if (peer.fast) peer.send(encode.reject(r.index, r.begin, r.length))
   }
 
   // --- download ----------------------------------------------------------------------------
@@ -498,17 +553,23 @@ export class Torrent {
 
   private pickBlock (peer: Peer): { pp: PieceProgress, block: number } | undefined {
     const have = peer.have!
-    // finish pieces already started first
+    const paid = this.host.speed?.isPaid(peer) === true
+    // finish pieces already started first (a paid seeder's pieces are its own)
+    let owned = 0
     for (const pp of this.inProgress.values()) {
-      if (!have.get(pp.index)) continue
+      if (pp.owner === peer) owned++
+      if (!have.get(pp.index) || (pp.owner !== undefined && pp.owner !== peer) || (paid && pp.owner !== peer)) continue
       for (let b = 0; b < pp.blocks; b++) {
         if (pp.received[b] === 0 && pp.requested[b] === 0 && !peer.outstanding.has(`${pp.index}:${b * BLOCK_SIZE}`)) return { pp, block: b }
       }
     }
+    // a paid seeder serves one piece and holds the next until the first is paid: two is enough
+    if (paid && owned >= 2) return undefined
     if (this.inProgress.size < MAX_PIECES_IN_PROGRESS) {
       const index = this.pickPiece(peer)
       if (index !== undefined) {
         const pp = this.startPiece(index)
+        if (paid) pp.owner = peer
         return { pp, block: 0 }
       }
     }
@@ -543,6 +604,11 @@ export class Torrent {
     return best
   }
 
+  /** A paid seeder that choked us or left gives its pieces back to everyone. */
+  private releaseOwned (peer: Peer): void {
+    for (const pp of this.inProgress.values()) if (pp.owner === peer) pp.owner = undefined
+  }
+
   private startPiece (index: number): PieceProgress {
     const length = this.pieceLength(index)
     const blocks = Math.ceil(length / BLOCK_SIZE)
@@ -561,6 +627,12 @@ export class Torrent {
     const wait = Math.max(this.downBucket.spend(data.length), this.host.globalDown.spend(0))
     const key = `${index}:${begin}`
     const wasRequested = peer.outstanding.delete(key)
+    const speed = this.host.speed
+    if (speed !== undefined && wasRequested) {
+      // a paid seeder charged us for this block at the price in force when it was sent
+      speed.received(peer, index, data.length)
+      if (this.have?.get(index) === true) speed.verified(this, index)
+    }
     const pp = this.inProgress.get(index)
     if (pp === undefined || begin % BLOCK_SIZE !== 0 || begin >= pp.length ||
       data.length !== Math.min(BLOCK_SIZE, pp.length - begin)) {
@@ -623,6 +695,7 @@ export class Torrent {
     try {
       const digest = createHash('sha1').update(pp.buf).digest()
       if (!digest.equals(meta.pieces.subarray(pp.index * 20, pp.index * 20 + 20))) {
+        this.host.speed?.corrupt(this, pp.index)
         for (const p of pp.from) {
           if (++p.hashFails >= 3) {
             this.host.logger.info({ infoHash: this.infoHash, peer: p.key }, 'peer sent 3 corrupt pieces; disconnecting')
@@ -631,6 +704,8 @@ export class Torrent {
         }
         return
       }
+      // verified: paid seeders get paid for their blocks of it
+      this.host.speed?.verified(this, pp.index)
       // stopped meanwhile (paused, removed, failed): the piece is dropped, not written
       if (this.state !== 'downloading') return
       await this.storage!.write(pp.index * meta.pieceLength, pp.buf)
@@ -676,18 +751,34 @@ export class Torrent {
     if (!this.active || this.have === undefined) return
     const now = Date.now()
     const peers = [...this.peers.values()].filter(p => !p.closed)
-    const unchoke = this.choker.rechoke(peers.map(p => ({
-      key: p.key,
-      interested: p.peerInterested,
-      choked: p.amChoking,
-      uploadRate: p.up.rate,
-      downloadRate: p.down.rate,
-      seed: p.seed,
-      lastUnchokedAt: p.lastUnchokedAt
-    })), { seeding: this.complete, now })
+    const speed = this.host.speed
+    const decision = this.choker.rechoke(peers.map(p => {
+      const bid = speed?.bidOf(p)
+      return {
+        key: p.key,
+        interested: p.peerInterested,
+        choked: p.amChoking,
+        uploadRate: p.up.rate,
+        downloadRate: p.down.rate,
+        seed: p.seed,
+        lastUnchokedAt: p.lastUnchokedAt,
+        ...(bid !== undefined ? { bid } : {})
+      }
+    }), { seeding: this.complete, now, ...(speed !== undefined ? { reserve: speed.reserve(this) } : {}) })
+    const unchoke = decision instanceof Set ? decision : decision.unchoke
+    const paid = decision instanceof Set ? undefined : decision.paid
+    if (!(decision instanceof Set) && decision.retryInMs !== undefined) {
+      setTimeout(() => { this.rechoke() }, decision.retryInMs + 1).unref()
+    }
     for (const p of peers) {
-      if (unchoke.has(p.key)) p.unchoke(now)
-      else p.choke()
+      if (!unchoke.has(p.key)) {
+        p.choke()
+        speed?.choked(p)
+      } else if (speed !== undefined) {
+        speed.unchoke(this, p, paid?.get(p.key) ?? 0n, now)
+      } else {
+        p.unchoke(now)
+      }
     }
   }
 
@@ -713,8 +804,13 @@ export class Torrent {
         else peer.extIds.set(name, n)
       }
       if (hs.port !== undefined) peer.listenPort = hs.port
+      this.host.speed?.onHandshake(this, peer, hs.dict, peer.extIds.get('btt'))
       if (this.meta === undefined) this.requestMetadata()
       return
+    }
+    if (id === LOCAL_EXT.btt) {
+      if (this.host.speed === undefined) return
+      return this.host.speed.onMessage(this, peer, payload)
     }
     if (id === LOCAL_EXT.ut_metadata) {
       if (!this.host.utMetadata) return
@@ -841,5 +937,6 @@ export class Torrent {
       if (this.meta === undefined && p.metadataRequests.size > 0 && now - p.lastReceived > 10_000) p.metadataRequests.clear()
     }
     if (this.meta === undefined) this.requestMetadata()
+    if (this.active) this.host.speed?.tick(this)
   }
 }
