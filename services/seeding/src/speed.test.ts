@@ -86,4 +86,77 @@ describe('BitTorrent Speed between engines (in-process ledger, real TCP)', () =>
     expect(incoming).toHaveLength(1)
     expect(incoming[0]!.highest).toBe(reserve * kib)
   })
+
+  it('two bidders, one paid slot: the high bidder goes first at the low bid, then the low bidder at the reserve', async () => {
+    const dir = await tempDir()
+    const ledger = new Ledger({ path: join(dir, 'ledger.db'), dev: true })
+    cleanup.push(async () => { ledger.close() })
+    const size = 64 * 32 * 1024
+    await mkdir(join(dir, 'src'))
+    await writeFile(join(dir, 'src', 'file.bin'), randomBytes(size))
+    const reserve = 1000n
+    const seeder = await node(ledger, { reserve: { perHour: 0n, cap: 0n, override: reserve }, bidWindowMs: 1000 })
+    const added = await seeder.engine.add({ path: join(dir, 'src', 'file.bin'), pieceLength: 32 * 1024 })
+    const torrent = await readFile(added.torrentFile!)
+    const kib = BigInt(size / 1024)
+    // budgets → auto-bids: budget / KiB left
+    const a = await node(ledger, { paidSlots: 0, bidding: { budget: 10n ** 9n * kib, spendingRatePpm: 1_000_000n } }, {}, 10n * BTT)
+    const b = await node(ledger, { paidSlots: 0, bidding: { budget: 10n ** 6n * kib, spendingRatePpm: 1_000_000n } }, {}, 10n * BTT)
+    const ga = await a.engine.add({ torrent })
+    const gb = await b.engine.add({ torrent })
+    a.engine.addPeer(ga.infoHash, { host: '127.0.0.1', port: seeder.engine.port })
+    b.engine.addPeer(gb.infoHash, { host: '127.0.0.1', port: seeder.engine.port })
+    await until(() => a.engine.detail(ga.infoHash).state === 'seeding')
+    // B has nothing while A holds the only slot
+    expect(b.engine.detail(gb.infoHash).downloaded).toBe(0)
+    await until(() => b.engine.detail(gb.infoHash).state === 'seeding')
+    expect(await sha(join(gb.savePath, 'file.bin'))).toBe(await sha(join(dir, 'src', 'file.bin')))
+    const bBid = 10n ** 6n
+    expect(a.speed.spentTotal).toBe(bBid * kib)
+    expect(b.speed.spentTotal).toBe(reserve * kib)
+    await until(() => seeder.speed.earnings(added.infoHash).reduce((s, e) => s + e.amount, 0n) === (bBid + reserve) * kib)
+  })
+
+  it('a requester that stops paying gets at most one piece beyond what it paid, is choked, then banned', async () => {
+    const dir = await tempDir()
+    const ledger = new Ledger({ path: join(dir, 'ledger.db'), dev: true })
+    cleanup.push(async () => { ledger.close() })
+    const pieceLength = 32 * 1024
+    const size = 64 * pieceLength
+    await mkdir(join(dir, 'src'))
+    await writeFile(join(dir, 'src', 'file.bin'), randomBytes(size))
+    const reserve = 1000n
+    const seeder = await node(ledger, { reserve: { perHour: 0n, cap: 0n, override: reserve } })
+    const added = await seeder.engine.add({ path: join(dir, 'src', 'file.bin'), pieceLength })
+    // a requester that pays for its first 3 pieces and then never again
+    class StopsPaying extends Speed {
+      pieces = 0
+      override verified (t: Parameters<Speed['verified']>[0], index: number): void {
+        if (++this.pieces <= 3) super.verified(t, index)
+      }
+    }
+    const lw = await testWallet(ledger, dir, { funds: 10n * BTT })
+    cleanup.push(lw.close)
+    const cheat = new StopsPaying({ payments: lw.payments, logger, paidSlots: 0, freeSlots: 0, optimisticSlots: 0, reserve: { perHour: 0n, cap: 0n }, minDepositPieces: 1, minExpirySeconds: 600, bidding: { budget: BTT, spendingRatePpm: 1_000_000n } })
+    const ldir = await tempDir()
+    const leech = new Engine(loopbackEngineOptions(ldir, logger, { speed: cheat }))
+    await leech.start()
+    cleanup.push(async () => { await leech.stop() })
+    const got = await leech.add({ torrent: await readFile(added.torrentFile!) })
+    leech.addPeer(got.infoHash, { host: '127.0.0.1', port: seeder.engine.port })
+    // two payment timeouts (1.5 s each): the Meter bans the payer and the seeder drops it
+    await until(() => seeder.wallet.payments.meter.isBanned(lw.account), 15_000)
+    await until(() => leech.detail(got.infoHash).peers === 0, 5000)
+    const paidBytes = Number(cheat.spentTotal / reserve) * 1024
+    expect(paidBytes).toBe(3 * pieceLength)
+    const received = leech.detail(got.infoHash).downloaded
+    expect(received).toBeGreaterThan(paidBytes)
+    expect(received).toBeLessThanOrEqual(paidBytes + pieceLength)
+    // the seeder holds exactly the 3 paid pieces in vouchers
+    expect(seeder.wallet.all.store.listIncoming()[0]!.highest).toBe(3n * BigInt(pieceLength / 1024) * reserve)
+    // a banned payer that comes back is dropped at its handshake
+    leech.addPeer(got.infoHash, { host: '127.0.0.1', port: seeder.engine.port })
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    expect(leech.detail(got.infoHash).downloaded).toBe(received)
+  })
 })

@@ -96,8 +96,8 @@ export class BttPeer {
   opening = false
   /** The price we promised in the last bid_response, waiting for their channel to unchoke. */
   pendingUnchoke = false
-  /** Payment failed on this connection: no more paid slots here. */
-  failed = false
+  /** Payment failures on this connection (the Meter counts them per payer and bans). */
+  failures = 0
   earned = 0n
   paidBytes = 0
   private accepting: Promise<void> = Promise.resolve()
@@ -249,7 +249,7 @@ export class Speed {
   /** A peer that bids (bid ≥ 0 and on our ledger) is an auction participant. */
   bidOf (peer: Peer): bigint | undefined {
     const b = peer.btt
-    if (b === undefined || b.failed || b.bid <= 0n) return undefined
+    if (b === undefined || b.bid <= 0n) return undefined
     return b.bid
   }
 
@@ -425,7 +425,7 @@ export class Speed {
     const b = peer.btt
     if (b === undefined) return
     this.opts.logger.info({ peer: peer.key, payer: b.pk.slice(0, 16), err: (err as Error).message }, 'payment failed: choking the peer')
-    b.failed = true
+    b.failures++
     b.pendingUnchoke = false
     b.price = 0n
     peer.choke()
