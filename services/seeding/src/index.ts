@@ -15,3 +15,7 @@ export {
   encodeMetadataReject, decodePex, encodePex, decodeCompactPeers, encodeCompactPeer,
   type ExtendedHandshake, type ExtendedHandshakeInit, type MetadataMessage, type PeerAddr
 } from './extension.js'
+export { Speed, BttPeer, blockCost, type SpeedOptions, type BiddingOptions, type SpeedTorrent } from './speed.js'
+export { AuctionChokePolicy, type ChokeDecision, type AuctionChokerOptions } from './choker.js'
+export { speedOptions } from './service.js'
+export { parseSpendingRate, PPM } from '@btt/market'

@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { existsSync, readFileSync } from 'node:fs'
 import { Args, Flags } from '@oclif/core'
-import { Engine, engineOptions, seedingConfig, type TorrentDetail } from '@btt/service-seeding'
+import { formatBtt, parseBtt } from '@btt/channel'
+import { assertInitialised, loadConfig, loadWallet, servicePaymentsOf, startPayments, readRuntimeInfo, type Payments } from '@btt/node'
+import { Engine, engineOptions, parseSpendingRate, seedingConfig, Speed, type TorrentDetail } from '@btt/service-seeding'
+import { SERVICES } from '../composition.js'
 import { pino } from 'pino'
 import { BaseCommand } from '../base.js'
 import { bar, bytes, percent, rate } from '../seed-format.js'
@@ -13,7 +16,8 @@ export default class Get extends BaseCommand {
   static override enableJsonFlag = true
   static override examples = [
     '<%= config.bin %> get "magnet:?xt=urn:btih:...&tr=udp://tracker.example:6969/announce" --out ./downloads',
-    '<%= config.bin %> get ./file.torrent --out ./downloads --no-dht --peer 127.0.0.1:6881'
+    '<%= config.bin %> get ./file.torrent --out ./downloads --no-dht --peer 127.0.0.1:6881',
+    '<%= config.bin %> get ./file.torrent --out ./downloads --budget 2 --spending-rate 0.5'
   ]
 
   static override args = {
@@ -28,7 +32,9 @@ export default class Get extends BaseCommand {
     pex: Flags.boolean({ description: 'exchange peers with peers (PEX)', default: true, allowNo: true }),
     'listen-port': Flags.integer({ description: 'TCP port for incoming peers (0 = any)', default: 0, min: 0, max: 65535 }),
     'listen-host': Flags.string({ description: 'address to listen on', default: '0.0.0.0' }),
-    timeout: Flags.integer({ description: 'give up after this many seconds (0 = never)', default: 0, min: 0 })
+    timeout: Flags.integer({ description: 'give up after this many seconds (0 = never)', default: 0, min: 0 }),
+    budget: Flags.string({ description: 'pay seeders that sell slots (BitTorrent Speed), spending at most this many BTT from the wallet of --home' }),
+    'spending-rate': Flags.string({ description: 'share of the budget the auto-bid offers, 0..1 (with --budget)', default: '1' })
   }
 
   async run (): Promise<TorrentDetail> {
@@ -42,9 +48,48 @@ export default class Get extends BaseCommand {
     if (args.source.startsWith('magnet:')) source = { magnet: args.source }
     else if (existsSync(args.source)) source = { torrent: readFileSync(args.source) }
     else this.error(`${args.source}: not a magnet link and no such file`, { exit: 2 })
+    const logger = pino({ level: 'warn' }, pino.destination(2))
+    let payments: Payments | undefined
+    let speed: Speed | undefined
+    if (flags.budget !== undefined) {
+      let budget: bigint
+      let spendingRatePpm: bigint
+      try {
+        budget = parseBtt(flags.budget)
+        spendingRatePpm = parseSpendingRate(flags['spending-rate'])
+      } catch (err) {
+        this.error(`--budget/--spending-rate: ${(err as Error).message}`, { exit: 2 })
+      }
+      if (budget <= 0n) this.error('--budget must be more than 0', { exit: 2 })
+      const home = this.homeFrom(flags)
+      const paths = await assertInitialised(home)
+      const runtime = await readRuntimeInfo(paths)
+      if (runtime !== undefined && isAlive(runtime.pid)) {
+        // one process at a time signs vouchers from a wallet's channel store
+        this.error(`the node at ${home} is running (pid ${runtime.pid}); a paid get signs from the same wallet and channel store: stop the node, or use another --home`, { exit: 1 })
+      }
+      const config = await loadConfig({ file: paths.config, services: SERVICES, env: process.env })
+      payments = await startPayments({ config, dataDir: paths.dataDir, wallet: await loadWallet(paths), logger })
+      const balance = await payments.ledger.balance(payments.account)
+      if (balance < budget) {
+        await payments.stop()
+        this.error(`the budget ${formatBtt(budget)} BTT is more than the wallet holds at the ledger (${formatBtt(balance)} BTT)`, { exit: 1 })
+      }
+      speed = new Speed({
+        payments: servicePaymentsOf(payments),
+        logger,
+        paidSlots: 0,
+        freeSlots: 0,
+        optimisticSlots: 0,
+        reserve: { perHour: 0n, cap: 0n },
+        minDepositPieces: 1,
+        minExpirySeconds: 0,
+        bidding: { budget, spendingRatePpm }
+      })
+    }
     const state = await mkdtemp(join(tmpdir(), 'btt-get-'))
     const config = seedingConfig.parse({ listen_port: flags['listen-port'], listen_host: flags['listen-host'], dht: flags.dht, pex: flags.pex, min_announce_interval: 30 })
-    const engine = new Engine(engineOptions(config, state, pino({ level: 'warn' }, pino.destination(2))))
+    const engine = new Engine({ ...engineOptions(config, state, logger), ...(speed !== undefined ? { speed } : {}) })
     const tty = process.stderr.isTTY && !this.jsonEnabled()
     const started = Date.now()
     let stop = false
@@ -61,7 +106,8 @@ export default class Get extends BaseCommand {
         if (t.state === 'seeding' || t.state === 'error') break
         if (flags.timeout > 0 && Date.now() - started > flags.timeout * 1000) break
         if (tty) {
-          const label = t.state === 'metadata' ? 'fetching metadata' : t.state === 'checking' ? `checking ${percent(t.checkProgress ?? 0)}` : `${percent(t.progress)}  ${rate(t.downloadRate)}  ${t.peers} peers`
+          const paid = speed !== undefined ? `  paid ${formatBtt(speed.spentTotal, 6)} BTT` : ''
+          const label = t.state === 'metadata' ? 'fetching metadata' : t.state === 'checking' ? `checking ${percent(t.checkProgress ?? 0)}` : `${percent(t.progress)}  ${rate(t.downloadRate)}  ${t.peers} peers${paid}`
           process.stderr.write(`\r${bar(t.progress)} ${label}   `)
         }
         await new Promise(resolve => setTimeout(resolve, 250))
@@ -71,12 +117,27 @@ export default class Get extends BaseCommand {
       if (t.state !== 'seeding') this.error(stop ? 'interrupted' : `timed out after ${flags.timeout}s at ${percent(t.progress)}`, { exit: 1 })
       const secs = (Date.now() - started) / 1000
       this.log(`downloaded ${t.name} (${bytes(t.size)}) to ${t.savePath} in ${secs.toFixed(1)}s (${rate(t.size / Math.max(secs, 0.001))})`)
-      return t
+      if (speed === undefined) return t
+      // vouchers are durable before they are sent; give the last payment_acks a moment
+      await new Promise(resolve => setTimeout(resolve, 200))
+      const spending = speed.spending(t.infoHash)
+      this.log(`paid ${formatBtt(speed.spentTotal)} BTT to ${spending.length} seeder(s)${spending.map(s => `\n  ${s.payee.slice(0, 16)}…  ${formatBtt(s.amount)} BTT`).join('')}`)
+      return Object.assign(t, { paid: { total: speed.spentTotal.toString(), seeders: spending.map(s => ({ payee: s.payee, amount: s.amount.toString() })) } })
     } finally {
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
       await engine.stop().catch(() => {})
+      await payments?.stop().catch(() => {})
       await rm(state, { recursive: true, force: true })
     }
+  }
+}
+
+function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
