@@ -64,6 +64,21 @@ export interface EngineOptions {
   rechokeIntervalMs?: number
 }
 
+export interface TorrentEarnings {
+  infoHash: string
+  name: string
+  /** Base units, decimal string. */
+  amount: string
+  bytes: number
+  payers: Array<{ payer: string, amount: string, bytes: number, updatedAt: number }>
+}
+
+export interface EarningsReport {
+  /** Base units, decimal string. */
+  total: string
+  torrents: TorrentEarnings[]
+}
+
 export type AddSource =
   | { torrent: Uint8Array }
   | { magnet: string }
@@ -122,6 +137,8 @@ export class Engine {
   readonly globalDown: TokenBucket
   private server?: net.Server
   private resume?: ResumeStore
+  /** Base units earned by paid seeding since start. */
+  earned = 0n
   private tracker?: TrackerClient
   private dht?: DhtLike
   private timers: NodeJS.Timeout[] = []
@@ -144,6 +161,13 @@ export class Engine {
   async start (): Promise<void> {
     await mkdir(join(this.opts.dataDir, 'torrents'), { recursive: true, mode: 0o700 })
     this.resume = new ResumeStore(join(this.opts.dataDir, 'seeding.db'))
+    const speed = this.opts.speed
+    if (speed !== undefined) {
+      speed.events.onEarn = (infoHash, payer, amount, bytes) => {
+        this.earned += amount
+        this.resume?.addEarning(infoHash, payer, amount, bytes)
+      }
+    }
     const server = net.createServer({ noDelay: true }, sock => { this.onIncoming(sock) })
     server.maxConnections = this.opts.maxPeers + 64
     await new Promise<void>((resolve, reject) => {
@@ -534,6 +558,31 @@ export class Engine {
     }
   }
 
+  /** Paid-seeding earnings (persisted): per torrent, and per payer inside each. */
+  earnings (): EarningsReport {
+    const rows = this.resume?.earnings() ?? []
+    const byTorrent = new Map<string, TorrentEarnings>()
+    let total = 0n
+    for (const r of rows) {
+      let t = byTorrent.get(r.infoHash)
+      if (t === undefined) {
+        const live = this.torrents.get(r.infoHash)
+        t = { infoHash: r.infoHash, name: live?.meta?.name ?? live?.name ?? '', amount: '0', bytes: 0, payers: [] }
+        byTorrent.set(r.infoHash, t)
+      }
+      t.amount = (BigInt(t.amount) + r.amount).toString()
+      t.bytes += r.bytes
+      t.payers.push({ payer: r.payer, amount: r.amount.toString(), bytes: r.bytes, updatedAt: r.updatedAt })
+      total += r.amount
+    }
+    return { total: total.toString(), torrents: [...byTorrent.values()] }
+  }
+
+  /** Payer keys banned for not paying (paid seeding). */
+  bans (): string[] {
+    return this.opts.speed?.bans() ?? []
+  }
+
   status (): Record<string, unknown> {
     let peers = 0
     let up = 0
@@ -548,6 +597,7 @@ export class Engine {
     return {
       port: this.port,
       torrents: this.torrents.size,
+      paid: this.opts.speed?.selling === true ? { earned: this.earned.toString(), bans: this.bans().length } : false,
       states,
       peers,
       uploadRate: Math.round(up),

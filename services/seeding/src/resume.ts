@@ -46,7 +46,30 @@ export class ResumeStore {
         name TEXT,
         peers TEXT
       );
+      -- paid-seeding earnings, a report: the vouchers themselves are durable in channels.db
+      CREATE TABLE IF NOT EXISTS earnings (
+        info_hash TEXT NOT NULL,
+        payer TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (info_hash, payer)
+      );
     `)
+  }
+
+  /** Adds `amount` base units (and `bytes`) earned on a torrent from a payer. */
+  addEarning (infoHash: string, payer: string, amount: bigint, bytes: number, now = Date.now()): void {
+    const row = this.db.prepare('SELECT amount, bytes FROM earnings WHERE info_hash = ? AND payer = ?').get(infoHash, payer) as { amount: string, bytes: number } | undefined
+    const total = (row === undefined ? 0n : BigInt(row.amount)) + amount
+    this.db.prepare(`INSERT INTO earnings (info_hash, payer, amount, bytes, updated_at) VALUES (?, ?, ?, ?, ?)
+      ON CONFLICT (info_hash, payer) DO UPDATE SET amount = excluded.amount, bytes = excluded.bytes, updated_at = excluded.updated_at`)
+      .run(infoHash, payer, total.toString(), (row?.bytes ?? 0) + bytes, now)
+  }
+
+  earnings (): Array<{ infoHash: string, payer: string, amount: bigint, bytes: number, updatedAt: number }> {
+    const rows = this.db.prepare('SELECT * FROM earnings ORDER BY info_hash, payer').all() as Array<{ info_hash: string, payer: string, amount: string, bytes: number, updated_at: number }>
+    return rows.map(r => ({ infoHash: r.info_hash, payer: r.payer, amount: BigInt(r.amount), bytes: r.bytes, updatedAt: r.updated_at }))
   }
 
   all (): ResumeRecord[] {

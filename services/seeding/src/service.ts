@@ -202,6 +202,8 @@ export function seedingRoutes (running: () => Engine): Hono {
   app.post('/torrents/:infoHash/pause', wrap(async c => c.json({ torrent: await running().pause(infoHashParam(c)) })))
   app.post('/torrents/:infoHash/resume', wrap(async c => c.json({ torrent: await running().resumeTorrent(infoHashParam(c)) })))
   app.get('/status', wrap(async c => c.json(running().status())))
+  app.get('/earnings', wrap(async c => c.json(running().earnings())))
+  app.get('/bans', wrap(async c => c.json({ bans: running().bans() })))
   return app
 }
 

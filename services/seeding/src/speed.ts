@@ -139,6 +139,7 @@ interface TorrentSpeed {
 }
 
 export interface SpeedEvents {
+  /** A payment was credited: `amount` more from `payer`, for `bytes` more served. */
   onEarn?(infoHash: string, payer: string, amount: bigint, bytes: number): void
   onSpend?(infoHash: string, payee: string, amount: bigint): void
 }
@@ -154,8 +155,10 @@ export class Speed {
   /** Base units payers still owe from sessions that timed out, by payer key. */
   private readonly debts = new Map<string, bigint>()
   private readonly now: () => number
-  /** Requester: committed to channels and not yet spent is not counted; spent is. */
+  /** Requester: what we paid so far (deposits locked in channels are not spent). */
   spentTotal = 0n
+  /** Payer keys seen on connections (to report bans). */
+  private readonly payers = new Set<string>()
   private readonly inUse = new Set<string>()
   readonly events: SpeedEvents = {}
 
@@ -196,6 +199,7 @@ export class Speed {
     const ledger = Buffer.from(entry.ledger).toString('hex')
     if (ledger !== this.opts.payments.ledgerId) { peer.btt = undefined; return }
     if (this.opts.payments.meter.isBanned(pk)) throw new SeedingError('BTT_BANNED', `payer ${pk.slice(0, 16)}… is banned`)
+    this.payers.add(pk)
     const b = peer.btt ?? new BttPeer()
     b.id = theirId
     b.pk = pk
@@ -443,11 +447,12 @@ export class Speed {
           b.earned += credited
           const s = this.state(t)
           const e = s.earnings.get(b.pk) ?? { amount: 0n, bytes: 0 }
+          const bytes = b.paidBytes
           e.amount += credited
-          e.bytes += b.paidBytes
+          e.bytes += bytes
           b.paidBytes = 0
           s.earnings.set(b.pk, e)
-          this.events.onEarn?.(t.infoHash, b.pk, credited, e.bytes)
+          this.events.onEarn?.(t.infoHash, b.pk, credited, bytes)
         }
         this.send(peer, { t: 'payment_ack', amount: b.earned, piece: m.piece })
       } catch (err) {
@@ -473,6 +478,11 @@ export class Speed {
     s.lastReserve = undefined
     this.opts.logger.info({ infoHash: t.infoHash, peer: peer.key }, 'valid source proof: reserve back to 0')
     this.tick(t)
+  }
+
+  /** Payer keys the Meter bans now (of those that connected). */
+  bans (): string[] {
+    return [...this.payers].filter(pk => this.opts.payments.meter.isBanned(pk))
   }
 
   /** Earnings per payer for one torrent (provider side). */
