@@ -6,6 +6,7 @@ import { benchChannel } from './channel.ts'
 import { benchFuzz } from './fuzz.ts'
 import { benchLedger } from './ledger.ts'
 import { benchSeeding } from './seeding.ts'
+import { benchSeedingPaid } from './seeding-paid.ts'
 import { benchStart } from './start.ts'
 
 const BENCHES: Record<string, () => Promise<void>> = {
@@ -13,7 +14,8 @@ const BENCHES: Record<string, () => Promise<void>> = {
   ledger: benchLedger,
   channel: benchChannel,
   fuzz: benchFuzz,
-  seeding: benchSeeding
+  seeding: benchSeeding,
+  'seeding-paid': benchSeedingPaid
 }
 
 const wanted = process.argv.slice(2)

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { HttpLedgerClient } from '@btt/ledger'
 import { AdminClient, homePaths, loadWallet, readApiToken } from '@btt/node'
-import { CLI, cleanEnv, runCli, SEEDING_LOOPBACK_ENV, startNodeProcess, tempHome, type NodeProcess } from './cli.js'
+import { CLI, cleanEnv, runCli, SEEDING_LOOPBACK_ENV, startNodeProcess, tempHome, type NodeProcess } from './cli.ts'
 
 export const BTT = 10n ** 18n
 

@@ -22,3 +22,27 @@ export function bar (progress: number, width = 30): string {
 }
 
 export const INFOHASH = /^[0-9a-fA-F]{40}$/
+
+/** The first 12 hex digits of an infohash, for tables; the full one is in `--json`. */
+export function shortHash (infoHash: string): string {
+  return `${infoHash.slice(0, 12)}…`
+}
+
+/**
+ * `GET /v1/services/seeding/earnings` (engine.ts `EarningsReport`; @btt/service-seeding does not
+ * export that type). Amounts are decimal strings of base units, exact.
+ */
+export interface EarningsJson {
+  total: string
+  torrents: TorrentEarningsJson[]
+}
+
+export interface TorrentEarningsJson {
+  infoHash: string
+  /** Empty once the torrent was removed (its earnings stay). */
+  name: string
+  amount: string
+  /** Bytes served to paying peers and paid for. */
+  bytes: number
+  payers: Array<{ payer: string, amount: string, bytes: number, updatedAt: number }>
+}

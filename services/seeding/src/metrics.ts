@@ -1,12 +1,14 @@
 import { Gauge, type Registry } from 'prom-client'
 import type { Engine } from './engine.js'
 
+const BASE_UNITS_PER_BTT = 10n ** 18n
+
 /** The engine the metrics read, per registry: a service re-created on enable must not register twice. */
 const holders = new WeakMap<Registry, { engine?: Engine }>()
 
 /**
  * Prometheus gauges read from the running engine at scrape time: torrents by state, peers, rates,
- * lifetime bytes and disk counters. Registered once per registry; `attach` points them at the
+ * lifetime bytes, disk counters, and paid-seeding earnings and bans. Registered once per registry; `attach` points them at the
  * engine of the current service instance.
  */
 export function seedingMetrics (registry: Registry): { attach (engine: Engine | undefined): void } {
@@ -55,7 +57,31 @@ export function seedingMetrics (registry: Registry): { attach (engine: Engine | 
         this.set({ op: 'written' }, disk?.writtenBytes ?? 0)
       }
     })
+    // prom-client values are float64: exact amounts (bigint base units) stay in the admin API
+    new Gauge({
+      name: 'btt_seeding_earned_base_units',
+      help: 'Base units (1e-18 BTT) paid seeding earned since the process started; a float, exact only below 2^53 (~0.009 BTT): exact totals are in GET /v1/services/seeding/earnings',
+      registers: [registry],
+      collect () { this.set(Number(h.engine?.earned ?? 0n)) }
+    })
+    new Gauge({
+      name: 'btt_seeding_earned_btt',
+      help: 'BTT paid seeding earned since the process started, as a float for dashboards (not exact); exact base units are in GET /v1/services/seeding/earnings',
+      registers: [registry],
+      collect () { this.set(toBtt(h.engine?.earned ?? 0n)) }
+    })
+    new Gauge({
+      name: 'btt_seeding_paid_bans',
+      help: 'Payers (wallet keys) banned now for not paying',
+      registers: [registry],
+      collect () { this.set(h.engine?.bans().length ?? 0) }
+    })
   }
   const hold = holder
   return { attach (engine) { hold.engine = engine } }
+}
+
+/** Base units as a float of BTT: whole BTT and the fraction apart, so values past 2^53 base units keep their leading digits. */
+function toBtt (baseUnits: bigint): number {
+  return Number(baseUnits / BASE_UNITS_PER_BTT) + Number(baseUnits % BASE_UNITS_PER_BTT) / 1e18
 }

@@ -152,8 +152,10 @@ export function blockCost (rate: bigint, length: number): bigint {
 export class Speed {
   readonly secret: Uint8Array
   private readonly torrents = new Map<string, TorrentSpeed>()
-  /** Base units payers still owe from sessions that timed out, by payer key. */
+  /** Base units payers still owe from sessions that ended unpaid, by payer key. */
   private readonly debts = new Map<string, bigint>()
+  /** Per payer: the settlement of its last ended session (its debt is known once this resolves). */
+  private readonly settling = new Map<string, Promise<void>>()
   private readonly now: () => number
   /** Requester: what we paid so far (deposits locked in channels are not spent). */
   spentTotal = 0n
@@ -320,7 +322,11 @@ export class Speed {
     if (m.channel !== undefined) {
       const channel = Buffer.from(m.channel).toString('hex')
       if (b.session !== undefined && b.session.init.channelId !== channel) {
+        // blocks prepared on the old session must not go out after it ended: choke first (reads
+        // in flight see the choke generation change and are cleaned up, not applied)
+        peer.choke()
         this.endSession(b)
+        if (b.price > 0n) b.pendingUnchoke = true
       }
       b.channel = channel
       if (b.pendingUnchoke) void this.openSession(t, peer, b)
@@ -336,7 +342,7 @@ export class Speed {
     const b = peer.btt
     if (b === undefined) { peer.unchoke(now); return }
     if (price === b.price && (price === 0n || (b.session !== undefined && !b.session.signal.aborted))) {
-      b.session?.reprice(price)
+      if (price > 0n) b.session!.reprice(price)
       peer.unchoke(now)
       return
     }
@@ -375,15 +381,22 @@ export class Speed {
     try {
       if (b.session === undefined || b.session.signal.aborted) {
         if (b.session !== undefined) this.endSession(b)
-        const owed = this.debts.get(b.pk)
-        this.debts.delete(b.pk)
-        b.session = await this.opts.payments.meter.open({
+        // what an ended session of this payer still owes is settled (pending vouchers counted) first
+        await this.settling.get(b.pk)
+        const session = await this.opts.payments.meter.open({
           peer: b.pk,
           channelId,
           price: b.price > 0n ? b.price : 1n,
           maxUnpaidUnits: Math.ceil((t.pieceLengthNominal ?? BLOCK) / 1024),
-          ...(owed !== undefined ? { owed } : {})
+          owed: this.debts.get(b.pk) ?? 0n
         })
+        // the debt moves into the new session only now that it exists
+        this.debts.delete(b.pk)
+        b.session = session
+        if (peer.closed || b.channel !== channelId) {
+          this.endSession(b)
+          return
+        }
       }
       if (peer.closed || !b.pendingUnchoke || b.price === 0n) return
       b.pendingUnchoke = false
@@ -397,13 +410,23 @@ export class Speed {
     }
   }
 
+  /**
+   * Ends a peer's session. Its unpaid value becomes the payer's debt, carried into its next
+   * session — counted after the vouchers already received on this connection are accepted.
+   */
   private endSession (b: BttPeer): void {
     const s = b.session
     if (s === undefined) return
     b.session = undefined
-    const unpaid = s.unpaid
-    if (unpaid > 0n) this.debts.set(b.pk, (this.debts.get(b.pk) ?? 0n) + unpaid)
-    s.close()
+    const pk = b.pk
+    const prev = this.settling.get(pk) ?? Promise.resolve()
+    const done = Promise.all([prev, b.serial(async () => {})]).then(() => {
+      const unpaid = s.unpaid
+      if (unpaid > 0n) this.debts.set(pk, (this.debts.get(pk) ?? 0n) + unpaid)
+      s.close()
+      if (this.settling.get(pk) === done) this.settling.delete(pk)
+    })
+    this.settling.set(pk, done)
   }
 
   /**
@@ -431,7 +454,7 @@ export class Speed {
     this.opts.logger.info({ peer: peer.key, payer: b.pk.slice(0, 16), err: (err as Error).message }, 'payment failed: choking the peer')
     b.failures++
     b.pendingUnchoke = false
-    b.price = 0n
+    // the price stays what the requester was told: a later free unchoke sends bid_response(0)
     peer.choke()
     this.endSession(b)
     if (this.opts.payments.meter.isBanned(b.pk)) peer.destroy()
