@@ -104,6 +104,8 @@ export class BttPeer {
   // --- we download from them ---
   theirReserve = 0n
   challenge?: { piece: number, chunk: number }
+  /** We sent a source_proof for `challenge`. */
+  proved = false
   /** Their price for blocks they send now (0: free). */
   theirPrice = 0n
   /** The highest rate we offered them. */
@@ -259,11 +261,11 @@ export class Speed {
     return b.bid
   }
 
-  reserve (t: SpeedTorrent): bigint {
+  reserve (t: SpeedTorrent, now = this.now()): bigint {
     if (!t.complete) return this.opts.reserve.cap
     const s = this.state(t)
     const from = Math.max(s.from, t.completedAt)
-    return reservePrice(this.opts.reserve, { completedAt: from, lastProofAt: s.lastProofAt }, this.now())
+    return reservePrice(this.opts.reserve, { completedAt: from, lastProofAt: s.lastProofAt }, now)
   }
 
   private challengeOf (t: SpeedTorrent, s: TorrentSpeed): { piece: number, chunk: number } | undefined {
@@ -296,20 +298,20 @@ export class Speed {
     bitmap.mark(index * Math.ceil(t.pieceLengthNominal! / BLOCK) + Math.floor(begin / BLOCK))
   }
 
-  private sendReserve (t: SpeedTorrent, peer: Peer, s: TorrentSpeed): void {
+  private sendReserve (t: SpeedTorrent, peer: Peer, s: TorrentSpeed, now = this.now()): void {
     const c = this.challengeOf(t, s)
     if (c === undefined) return
-    this.send(peer, { t: 'reserve', price: this.reserve(t), piece: c.piece, chunk: c.chunk })
+    this.send(peer, { t: 'reserve', price: this.reserve(t, now), piece: c.piece, chunk: c.chunk })
   }
 
   /** Once a second: a changed reserve (or challenge) goes to every btt peer. */
-  tick (t: SpeedTorrent): void {
+  tick (t: SpeedTorrent, now = this.now()): void {
     if (this.selling && t.complete) {
       const s = this.state(t)
-      const r = this.reserve(t)
+      const r = this.reserve(t, now)
       if (r !== s.lastReserve) {
         s.lastReserve = r
-        for (const p of t.peers.values()) if (p.btt !== undefined) this.sendReserve(t, p, s)
+        for (const p of t.peers.values()) if (p.btt !== undefined) this.sendReserve(t, p, s, now)
       }
     }
     if (this.buying && !t.complete) {
@@ -496,11 +498,13 @@ export class Speed {
       this.opts.logger.info({ peer: peer.key, piece: c.piece, chunk: c.chunk }, 'invalid source proof: ignored')
       return
     }
-    s.lastProofAt = this.now()
+    const now = this.now()
+    s.lastProofAt = now
     s.challenge = undefined
     s.lastReserve = undefined
     this.opts.logger.info({ infoHash: t.infoHash, peer: peer.key }, 'valid source proof: reserve back to 0')
-    this.tick(t)
+    // one clock reading for the proof and the announcement: the reserve sent is exactly 0
+    this.tick(t, now)
   }
 
   /** Payer keys the Meter bans now (of those that connected). */
@@ -525,9 +529,13 @@ export class Speed {
 
   private onReserve (t: SpeedTorrent, peer: Peer, b: BttPeer, m: Extract<BttMessage, { t: 'reserve' }>): void {
     b.theirReserve = m.price
+    const same = b.challenge !== undefined && b.challenge.piece === m.piece && b.challenge.chunk === m.chunk
     b.challenge = { piece: m.piece, chunk: m.chunk }
-    // we prove possession when we have the chunk: that is what keeps reserves honest
-    if (t.pieceCount !== undefined && m.piece < t.pieceCount && t.hasPiece(m.piece) && m.chunk * BLOCK < t.pieceLength(m.piece)) {
+    // we prove possession when we have the chunk, once per challenge and only while the reserve
+    // is above 0 (a reserve already at 0 needs no proof; answering it would ping-pong with a
+    // seeder that re-announces 0 after every proof)
+    if (m.price > 0n && !(same && b.proved) && t.pieceCount !== undefined && m.piece < t.pieceCount && t.hasPiece(m.piece) && m.chunk * BLOCK < t.pieceLength(m.piece)) {
+      b.proved = true
       void t.readChunk(m.piece, m.chunk).then(data => {
         this.send(peer, { t: 'source_proof', piece: m.piece, chunk: m.chunk, hash: createHash('sha256').update(data).digest() })
       }, () => {})
