@@ -595,12 +595,14 @@ export class Speed {
         this.inUse.delete(b.ourChannel)
         b.ourChannel = undefined
       }
-      let channel = this.opts.payments.findChannel(payee, need)
+      // enough for the rest of the download at this price, within the budget: a channel reused
+      // from an earlier download must hold that much too, or it runs dry halfway
+      const remaining = m.rate * BigInt(Math.ceil(t.left / 1024)) + m.rate * pieceKiB
+      const wanted = remaining < this.budgetLeft ? remaining : this.budgetLeft
+      let channel = this.opts.payments.findChannel(payee, wanted > need ? wanted : need)
       if (channel !== undefined && this.inUse.has(channel.id)) channel = undefined
       if (channel === undefined) {
-        // enough for the rest of the download at this price, within the budget
-        const remaining = m.rate * BigInt(Math.ceil(t.left / 1024)) + m.rate * pieceKiB
-        let deposit = remaining < this.budgetLeft ? remaining : this.budgetLeft
+        let deposit = wanted
         if (deposit < need) deposit = need
         if (deposit > this.budgetLeft) {
           this.opts.logger.info({ peer: peer.key, need: need.toString(), left: this.budgetLeft.toString() }, 'budget too small for this seeder\'s terms')
