@@ -4,7 +4,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AdminClient, homePaths, initHome, readApiToken } from '@btt/node'
 import { afterEach, describe, expect, it } from 'vitest'
-import { CLI, cleanEnv, runCli, tempHome, waitForRuntime } from './helpers/cli.js'
+import { cleanEnv, runCli, tempHome, waitForRuntime } from './helpers/cli.js'
+import { startLedgerProcess, type LedgerProcess } from './helpers/paid.js'
 
 const RUN_NODE = fileURLToPath(new URL('./fixtures/run-node.ts', import.meta.url))
 const children: ChildProcess[] = []
@@ -12,23 +13,11 @@ afterEach(() => {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
 })
 
-/** `btt-node ledger serve --dev` as its own process; resolves with its URL. */
-async function startLedger (args: string[] = []): Promise<{ url: string, db: string, child: ChildProcess }> {
-  const db = join(await tempHome('btt-ledger-'), 'ledger.db')
-  const child = spawn(process.execPath, [CLI, 'ledger', 'serve', '--dev', '--port', '0', '--db', db, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  children.push(child)
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    const onData = (d: Buffer): void => {
-      out += d.toString()
-      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
-      if (m !== null) resolve(m[1] as string)
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.on('exit', code => { reject(new Error(`ledger exited ${code}: ${out}`)) })
-  })
-  return { url, db, child }
+/** `btt-node ledger serve --dev` as its own process, killed after the test. */
+async function startLedger (args: string[] = []): Promise<LedgerProcess> {
+  const ledger = await startLedgerProcess(args)
+  children.push(ledger.child)
+  return ledger
 }
 
 interface NodeProc { child: ChildProcess, api: AdminClient, home: string, addr: string, account: string, stop: () => Promise<number | null> }

@@ -153,7 +153,8 @@ export async function removeRuntimeInfo (paths: HomePaths): Promise<void> {
   if (info === undefined || info.pid === process.pid) await rm(paths.runtime, { force: true })
 }
 
-function isAlive (pid: number): boolean {
+/** True while a process with this pid exists (signal 0; EPERM means it exists but is not ours). */
+export function isAlive (pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

@@ -17,7 +17,7 @@ export {
 export { buildConfigSchema, zAmount, zPort, LOG_LEVELS, type NodeConfig } from './config/schema.js'
 export { loadConfig, readConfigFile, validateConfig, getPath, type LoadConfigInit } from './config/load.js'
 export { setConfigValue } from './config/edit.js'
-export { resolveHome, homePaths, initHome, assertInitialised, isInitialised, loadWallet, readApiToken, readRuntimeInfo, type HomePaths, type InitResult, type RuntimeInfo } from './home.js'
+export { resolveHome, homePaths, initHome, assertInitialised, isInitialised, loadWallet, readApiToken, readRuntimeInfo, isAlive, type HomePaths, type InitResult, type RuntimeInfo } from './home.js'
 export { AdminClient, type AdminClientInit } from './api/client.js'
 export type { NodeStatus, ServiceChangeResult, ApiErrorBody, WalletJson, LedgerChannelJson, IncomingChannelJson, OutgoingChannelJson, ChannelDetailJson } from './api/types.js'
 export { createLogger, type Logger } from './logger.js'

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path'
 import { existsSync, readFileSync } from 'node:fs'
 import { Args, Flags } from '@oclif/core'
 import { formatBtt, parseBtt } from '@btt/channel'
-import { assertInitialised, loadConfig, loadWallet, servicePaymentsOf, startPayments, readRuntimeInfo, type Payments } from '@btt/node'
+import { assertInitialised, isAlive, loadConfig, loadWallet, servicePaymentsOf, startPayments, readRuntimeInfo, type Payments } from '@btt/node'
 import { Engine, engineOptions, parseSpendingRate, seedingConfig, Speed, type TorrentDetail } from '@btt/service-seeding'
 import { SERVICES } from '../composition.js'
 import { pino } from 'pino'
@@ -133,11 +133,3 @@ export default class Get extends BaseCommand {
   }
 }
 
-function isAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
