@@ -106,9 +106,15 @@ describe('BitTorrent Speed between engines (in-process ledger, real TCP)', () =>
     const gb = await b.engine.add({ torrent })
     a.engine.addPeer(ga.infoHash, { host: '127.0.0.1', port: seeder.engine.port })
     b.engine.addPeer(gb.infoHash, { host: '127.0.0.1', port: seeder.engine.port })
-    await until(() => a.engine.detail(ga.infoHash).state === 'seeding')
-    // B has nothing while A holds the only slot
-    expect(b.engine.detail(gb.infoHash).downloaded).toBe(0)
+    // B has nothing while A holds the only slot: sampled until A is complete (once A is, B may
+    // start at once, so a single look afterwards would race B's first pieces)
+    let bWhileA = 0
+    await until(() => {
+      const done = a.engine.detail(ga.infoHash).state === 'seeding'
+      if (!done) bWhileA = Math.max(bWhileA, b.engine.detail(gb.infoHash).downloaded)
+      return done
+    })
+    expect(bWhileA).toBe(0)
     await until(() => b.engine.detail(gb.infoHash).state === 'seeding')
     expect(await sha(join(gb.savePath, 'file.bin'))).toBe(await sha(join(dir, 'src', 'file.bin')))
     const bBid = 10n ** 6n

@@ -164,6 +164,10 @@ export class Speed {
   /** Payer keys seen on connections (to report bans). */
   private readonly payers = new Set<string>()
   private readonly inUse = new Set<string>()
+  /** Requester: payments being made (voucher durable, then sent). */
+  private readonly paying = new Set<Promise<void>>()
+  /** Requester: connected seeders we paid, until they acknowledged all of it or left. */
+  private readonly unacked = new Set<BttPeer>()
   readonly events: SpeedEvents = {}
 
   constructor (readonly opts: SpeedOptions) {
@@ -248,6 +252,7 @@ export class Speed {
       case 'payment_ack': {
         const amount = m.amount
         if (amount > b.acked) b.acked = amount
+        if (b.acked >= b.spent) this.unacked.delete(b)
       }
     }
   }
@@ -642,7 +647,9 @@ export class Speed {
       const amount = b?.owed.get(index)
       if (b === undefined || amount === undefined) continue
       b.owed.delete(index)
-      void this.pay(t, p, b, index, amount)
+      const paid = this.pay(t, p, b, index, amount)
+      this.paying.add(paid)
+      void paid.finally(() => { this.paying.delete(paid) })
     }
   }
 
@@ -661,6 +668,7 @@ export class Speed {
     try {
       const voucher = await this.opts.payments.pay(channel, amount)
       b.spent += amount
+      this.unacked.add(b)
       this.spentTotal += amount
       const s = this.state(t)
       s.spending.set(b.pk, (s.spending.get(b.pk) ?? 0n) + amount)
@@ -672,10 +680,24 @@ export class Speed {
     }
   }
 
+  /**
+   * Requester, before it stops: wait until every payment under way was sent and every connected
+   * seeder acknowledged what it was paid (or left), at most `timeoutMs`. True when all settled.
+   */
+  async settle (timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs
+    while (this.paying.size > 0 || this.unacked.size > 0) {
+      if (Date.now() >= deadline) return false
+      await new Promise(resolve => setTimeout(resolve, 5))
+    }
+    return true
+  }
+
   /** The connection closed. */
   detach (peer: Peer): void {
     const b = peer.btt
     if (b === undefined) return
+    this.unacked.delete(b)
     this.endSession(b)
     if (b.ourChannel !== undefined) this.inUse.delete(b.ourChannel)
   }

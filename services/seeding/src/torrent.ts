@@ -1,4 +1,4 @@
-import { createHash, randomInt } from 'node:crypto'
+import { createHash, randomInt, type Hash } from 'node:crypto'
 import type { Logger } from 'pino'
 import { Bitfield } from './bitfield.js'
 import type { ChokePolicy } from './choker.js'
@@ -87,6 +87,10 @@ interface PieceProgress {
   from: Set<Peer>
   /** A paid seeder this piece is reserved for: it is paid per verified piece, so it gets whole ones. */
   owner?: Peer
+  /** SHA-1 over the piece's leading received blocks, fed as they arrive. */
+  hash: Hash
+  /** How many leading blocks `hash` has consumed. */
+  hashed: number
 }
 
 export interface TorrentOptions {
@@ -468,6 +472,9 @@ export class Torrent implements SpeedTorrent {
       if (debit === undefined) {
         this.host.cache.acquire(this, r.index).then(piece => { this.sendBlock(peer, r, gen, piece) }, (err: unknown) => { this.readFailed(peer, r, err) })
       } else {
+        // read the piece while the payment for the previous one is on its way: once credit comes,
+        // the block goes out without a disk read on the critical path
+        this.host.cache.acquire(this, r.index).then(piece => { piece.release() }, () => {})
         debit.then(d => {
           this.host.cache.acquire(this, r.index).then(piece => { this.sendBlock(peer, r, gen, piece, d) }, (err: unknown) => { d.cleanup(); this.readFailed(peer, r, err) })
         }, (err: unknown) => {
@@ -614,7 +621,8 @@ export class Torrent implements SpeedTorrent {
     const blocks = Math.ceil(length / BLOCK_SIZE)
     const pp: PieceProgress = {
       index, length, buf: takePieceBuffer(length), blocks,
-      received: new Uint8Array(blocks), requested: new Uint8Array(blocks), receivedCount: 0, from: new Set()
+      received: new Uint8Array(blocks), requested: new Uint8Array(blocks), receivedCount: 0, from: new Set(),
+      hash: createHash('sha1'), hashed: 0
     }
     this.inProgress.set(index, pp)
     return pp
@@ -649,6 +657,13 @@ export class Torrent implements SpeedTorrent {
       pp.receivedCount++
       pp.from.add(peer)
       this.downloaded += data.length
+      // hash in arrival order as far as the blocks are contiguous: the piece is verified moments
+      // after its last block instead of a whole piece's SHA-1 later (a paid seeder waits for it)
+      while (pp.hashed < pp.blocks && pp.received[pp.hashed] === 1) {
+        const from = pp.hashed * BLOCK_SIZE
+        pp.hash.update(pp.buf.subarray(from, Math.min(from + BLOCK_SIZE, pp.length)))
+        pp.hashed++
+      }
       if (pp.receivedCount === pp.blocks) {
         this.inProgress.delete(index)
         // cancel duplicates still outstanding elsewhere (endgame)
@@ -693,7 +708,7 @@ export class Torrent implements SpeedTorrent {
     this.verifying++
     this.finishing.add(pp.index)
     try {
-      const digest = createHash('sha1').update(pp.buf).digest()
+      const digest = pp.hashed === pp.blocks ? pp.hash.digest() : createHash('sha1').update(pp.buf.subarray(0, pp.length)).digest()
       if (!digest.equals(meta.pieces.subarray(pp.index * 20, pp.index * 20 + 20))) {
         this.host.speed?.corrupt(this, pp.index)
         for (const p of pp.from) {

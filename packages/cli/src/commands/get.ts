@@ -101,28 +101,32 @@ export default class Get extends BaseCommand {
       const added = await engine.add(source, { savePath: resolve(flags.out), ...(flags.tracker !== undefined ? { trackers: flags.tracker } : {}) })
       for (const p of peers) engine.addPeer(added.infoHash, p)
       let t = engine.detail(added.infoHash)
+      let drawn = 0
       while (!stop) {
         t = engine.detail(added.infoHash)
         if (t.state === 'seeding' || t.state === 'error') break
         if (flags.timeout > 0 && Date.now() - started > flags.timeout * 1000) break
-        if (tty) {
+        if (tty && Date.now() - drawn >= 250) {
+          drawn = Date.now()
           const paid = speed !== undefined ? `  paid ${formatBtt(speed.spentTotal, 6)} BTT` : ''
           const label = t.state === 'metadata' ? 'fetching metadata' : t.state === 'checking' ? `checking ${percent(t.checkProgress ?? 0)}` : `${percent(t.progress)}  ${rate(t.downloadRate)}  ${t.peers} peers${paid}`
           process.stderr.write(`\r${bar(t.progress)} ${label}   `)
         }
-        await new Promise(resolve => setTimeout(resolve, 250))
+        // poll often enough that the reported time is the download's, not the poll's
+        await new Promise(resolve => setTimeout(resolve, 20))
       }
       if (tty) process.stderr.write('\n')
       if (t.state === 'error') this.error(`download failed: ${t.error ?? 'unknown error'}`)
       if (t.state !== 'seeding') this.error(stop ? 'interrupted' : `timed out after ${flags.timeout}s at ${percent(t.progress)}`, { exit: 1 })
       const secs = (Date.now() - started) / 1000
       this.log(`downloaded ${t.name} (${bytes(t.size)}) to ${t.savePath} in ${secs.toFixed(1)}s (${rate(t.size / Math.max(secs, 0.001))})`)
-      if (speed === undefined) return t
-      // vouchers are durable before they are sent; give the last payment_acks a moment
-      await new Promise(resolve => setTimeout(resolve, 200))
+      const result = Object.assign(t, { seconds: Math.round(secs * 1000) / 1000 })
+      if (speed === undefined) return result
+      // the last piece's voucher may still be on its way: stop once every seeder acknowledged
+      if (!await speed.settle(5000)) this.warn('not every seeder acknowledged its last payment within 5 s')
       const spending = speed.spending(t.infoHash)
       this.log(`paid ${formatBtt(speed.spentTotal)} BTT to ${spending.length} seeder(s)${spending.map(s => `\n  ${s.payee.slice(0, 16)}…  ${formatBtt(s.amount)} BTT`).join('')}`)
-      return Object.assign(t, { paid: { total: speed.spentTotal.toString(), seeders: spending.map(s => ({ payee: s.payee, amount: s.amount.toString() })) } })
+      return Object.assign(result, { paid: { total: speed.spentTotal.toString(), seeders: spending.map(s => ({ payee: s.payee, amount: s.amount.toString() })) } })
     } finally {
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
