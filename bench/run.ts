@@ -8,6 +8,7 @@ import { benchLedger } from './ledger.ts'
 import { benchSeeding } from './seeding.ts'
 import { benchSeedingPaid } from './seeding-paid.ts'
 import { benchStart } from './start.ts'
+import { benchTracker } from './tracker.ts'
 
 const BENCHES: Record<string, () => Promise<void>> = {
   start: benchStart,
@@ -15,7 +16,8 @@ const BENCHES: Record<string, () => Promise<void>> = {
   channel: benchChannel,
   fuzz: benchFuzz,
   seeding: benchSeeding,
-  'seeding-paid': benchSeedingPaid
+  'seeding-paid': benchSeedingPaid,
+  tracker: benchTracker
 }
 
 const wanted = process.argv.slice(2)
