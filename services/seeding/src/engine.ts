@@ -732,7 +732,8 @@ export class Engine {
               left: t.meta === undefined ? 1 : t.left,
               ...(event !== undefined ? { event } : {}),
               numwant: event === 'stopped' ? 0 : 80,
-              key: this.key
+              key: this.key,
+              ...(this.opts.speed !== undefined ? { btt: this.opts.speed.announceFields(t) } : {})
             }, AbortSignal.timeout(timeoutMs))
             tr.status = 'working'
             tr.error = undefined

@@ -260,6 +260,17 @@ export class Speed {
   // --- provider --------------------------------------------------------------------------------
 
   /** A peer that bids (bid ≥ 0 and on our ledger) is an auction participant. */
+  /** What to tell trackers about us for `t` (bid-announce): our wallet key, and our bid while we buy it. */
+  announceFields (t: SpeedTorrent): { pk: string, bid?: bigint } {
+    let bid = 0n
+    if (this.buying && !t.complete) {
+      // the bid sent to seeders; before any seeder was met, the one we would send
+      const current = this.torrents.get(t.infoHash)?.currentBid ?? 0n
+      bid = current > 0n ? current : this.bidFor(t)
+    }
+    return { pk: this.opts.payments.account, ...(bid > 0n ? { bid } : {}) }
+  }
+
   bidOf (peer: Peer): bigint | undefined {
     const b = peer.btt
     if (b === undefined || b.bid <= 0n) return undefined

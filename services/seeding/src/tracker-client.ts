@@ -15,6 +15,11 @@ export interface AnnounceParams {
   numwant: number
   /** Random per-session key (BEP 7), so a tracker can tell us apart across IP changes. */
   key: number
+  /**
+   * bid-announce (docs/protocol/bid-scrape.md): our wallet key, and our current bid in base units
+   * per KiB while we buy. Sent over HTTP only (BEP 15 has no room for it).
+   */
+  btt?: { pk: string, bid?: bigint }
 }
 
 export interface AnnounceResult {
@@ -78,7 +83,8 @@ async function httpAnnounce (u: URL, p: AnnounceParams, signal?: AbortSignal): P
     'compact=1',
     `numwant=${p.numwant}`,
     `key=${p.key.toString(16)}`,
-    ...(p.event !== undefined ? [`event=${p.event}`] : [])
+    ...(p.event !== undefined ? [`event=${p.event}`] : []),
+    ...(p.btt !== undefined ? [`btt_pk=${p.btt.pk}`, ...(p.btt.bid !== undefined && p.btt.bid > 0n ? [`btt_bid=${p.btt.bid.toString()}`] : [])] : [])
   ].join('&')
   const url = u.href + (u.search === '' ? '?' : '&') + q
   const { request } = await import('undici')
