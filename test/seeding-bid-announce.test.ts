@@ -86,4 +86,49 @@ describe('bid-announce: requesters announce their bids, bid-scrape shows them', 
     expect(r.code, r.stderr).not.toBe(0) // interrupted
     await until(async () => (await bidScrape(scrapeUrl)).files.length === 0 ? true : undefined, 10_000, 'the bid to be withdrawn')
   })
+
+  it('a wallet that announced a bid far above the one it sends is disconnected; an honest one is served', async () => {
+    // a provider that sells cheaply and re-announces every second (so it hears of bids quickly)
+    const cheap = await startProvider(ledger.url, [
+      'paid_slots = 1', 'free_slots = 0', 'optimistic_slots = 0', 'reserve_fixed = "0.000001"', 'bid_window_seconds = 0', 'rechoke_seconds = 1', 'announce_interval = 1', 'min_announce_interval = 1'
+    ])
+    stops.push(async () => { if (cheap.node.child.exitCode === null) await cheap.node.signal('SIGTERM') })
+    const announceUrl = `http://127.0.0.1:${tracker.httpPort}/announce`
+    const src = join(dirname(cheap.home), 'src', 'show.bin')
+    await mkdir(dirname(src), { recursive: true })
+    await writeFile(src, randomBytes(SIZE))
+    const added = await cheap.api.serviceRequest<{ torrent: { infoHash: string, torrentFile: string } }>('seeding', 'POST', '/torrents', { path: src, piece_length: 64 * KIB, trackers: [announceUrl] })
+    const ih = Buffer.from(added.torrent.infoHash, 'hex')
+
+    const liarHome = await ledgerHome(ledger.url, '', 'btt-liar-')
+    const liar = await fundHome(ledger.url, liarHome, 10n * BTT)
+    const honestHome = await ledgerHome(ledger.url, '', 'btt-honest-')
+    await fundHome(ledger.url, honestHome, 10n * BTT)
+    const real = autoBid({ spendingRatePpm: 1_000_000n, balance: BTT, remainingBytes: BigInt(SIZE) })
+    // the liar's wallet tells the tracker it bids 100 × what its client will send
+    const lie = { infoHash: ih, peerId: randomBytes(20), port: 9, left: SIZE, bid: real * 100n, pk: liar }
+    await announce(announceUrl, lie)
+    // the provider learns it at its next announce
+    await until(async () => {
+      const r = await announce(announceUrl, { ...lie, peerId: lie.peerId })
+      return r.peers.some(p => p.port === cheap.port) ? true : undefined
+    }, 10_000, 'the provider in the swarm')
+    await new Promise(resolve => setTimeout(resolve, 2500))
+
+    const get = async (home: string, out: string): Promise<Awaited<ReturnType<typeof collect>>> => {
+      const child = spawn(process.execPath, [CLI, 'get', added.torrent.torrentFile, '--out', out, '--home', home, '--budget', '1', '--peer', `127.0.0.1:${cheap.port}`,
+        '--no-dht', '--no-pex', '--listen-host', '127.0.0.1', '--timeout', '8', '--json'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+      stops.push(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+      return await collect(child)
+    }
+    const [lied, honest] = await Promise.all([get(liarHome, join(dirname(liarHome), 'out')), get(honestHome, join(dirname(honestHome), 'out'))])
+    // the honest wallet (nothing announced for it) downloads and pays; the liar gets nothing
+    expect(honest.code, honest.stderr).toBe(0)
+    expect(lied.code).not.toBe(0)
+    expect(lied.stdout + lied.stderr).toMatch(/timed out/)
+    const earnings = await cheap.api.serviceRequest<{ torrents: Array<{ payers: Array<{ payer: string }> }> }>('seeding', 'GET', '/earnings')
+    const payers = earnings.torrents.flatMap(t => t.payers.map(p => p.payer))
+    expect(payers).not.toContain(liar)
+    expect(payers).toHaveLength(1)
+  }, 60_000)
 })

@@ -120,16 +120,22 @@ function ipFromBytes (b: Uint8Array): string {
   return parts.join(':')
 }
 
-function compactPeers (b: BValue | undefined, width: 6 | 18, bids: BValue | undefined, out: AnnouncedPeer[]): void {
+function compactPeers (b: BValue | undefined, width: 6 | 18, bids: BValue | undefined, pks: BValue | undefined, out: AnnouncedPeer[]): void {
   if (b === undefined) return
   if (!isBytes(b) || b.length % width !== 0) bad('peers')
   const n = b.length / width
   if (bids !== undefined && (!Array.isArray(bids) || bids.length !== n)) bad('btt_bids')
+  if (pks !== undefined && (!Array.isArray(pks) || pks.length !== n)) bad('btt_pks')
   for (let i = 0; i < n; i++) {
     const e = b.subarray(i * width, (i + 1) * width)
     const p: AnnouncedPeer = { ip: ipFromBytes(e.subarray(0, width - 2)), port: ((e[width - 2] as number) << 8) | (e[width - 1] as number) }
     const bid = Array.isArray(bids) ? bids[i] : undefined
     if (bid !== undefined && !(isBytes(bid) && bid.length === 0)) p.bid = amount(bid, 'btt_bids')
+    const pk = Array.isArray(pks) ? pks[i] : undefined
+    if (pk !== undefined && !(isBytes(pk) && pk.length === 0)) {
+      if (!isBytes(pk) || !/^[0-9a-f]{64}$/.test(Buffer.from(pk).toString('latin1'))) bad('btt_pks')
+      p.pk = Buffer.from(pk).toString('latin1')
+    }
     out.push(p)
   }
 }
@@ -175,8 +181,8 @@ export async function announce (url: string, params: AnnounceParams, opts: Reque
       res.peers.push(p)
     }
   } else {
-    compactPeers(peers, 6, d.get('btt_bids'), res.peers)
-    compactPeers(d.get('peers6'), 18, d.get('btt_bids6'), res.peers)
+    compactPeers(peers, 6, d.get('btt_bids'), d.get('btt_pks'), res.peers)
+    compactPeers(d.get('peers6'), 18, d.get('btt_bids6'), d.get('btt_pks6'), res.peers)
   }
   return res
 }

@@ -139,6 +139,8 @@ describe('bid-announce', () => {
     await announce(url, { infoHash: ih, peerId: h20(4, 8), port: 8004, left: 1, bid: 0n })
     const r = await announce(url, { infoHash: ih, peerId: h20(5, 8), port: 8005, left: 1, orderByBid: true })
     expect(r.peers.map(p => [p.port, p.bid])).toEqual([[8003, 2n ** 100n], [8001, 5n], [8004, 0n], [8002, undefined]])
+    // compact responses carry the wallet keys in btt_pks, parallel to peers
+    expect(r.peers.map(p => p.pk)).toEqual([undefined, pk, undefined, undefined])
     const nc = await announce(url, { infoHash: ih, peerId: h20(5, 8), port: 8005, left: 1, orderByBid: true, compact: false })
     expect(nc.peers[1]).toMatchObject({ port: 8001, bid: 5n, pk })
     const plain = await rawGet(s.httpPort, announcePath({ ih, pid: h20(6, 8) }))

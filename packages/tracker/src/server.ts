@@ -343,7 +343,11 @@ class TrackerServerImpl {
       if (v6.length > 0) out.peers6 = Buffer.concat(v6.map(p => p.compact))
       if (btt) {
         out.btt_bids = v4.map(p => p.bid === undefined ? '' : p.bid.toString())
-        if (v6.length > 0) out.btt_bids6 = v6.map(p => p.bid === undefined ? '' : p.bid.toString())
+        out.btt_pks = v4.map(p => p.pk ?? '')
+        if (v6.length > 0) {
+          out.btt_bids6 = v6.map(p => p.bid === undefined ? '' : p.bid.toString())
+          out.btt_pks6 = v6.map(p => p.pk ?? '')
+        }
       }
     } else {
       out.peers = peers.map(p => {

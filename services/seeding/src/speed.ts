@@ -138,6 +138,8 @@ interface TorrentSpeed {
   earnings: Map<string, { amount: bigint, bytes: number }>
   /** Spending per payee key (requester side). */
   spending: Map<string, bigint>
+  /** What trackers said peers bid, by wallet key (provider side; the highest claim of the last announce). */
+  announced: Map<string, bigint>
 }
 
 export interface SpeedEvents {
@@ -150,6 +152,9 @@ export interface SpeedEvents {
 export function blockCost (rate: bigint, length: number): bigint {
   return rate * BigInt(Math.ceil(length / 1024))
 }
+
+/** A real bid this many times below the one announced on a tracker is a lie, not a re-bid. */
+export const BID_MISMATCH_FACTOR = 2n
 
 export class Speed {
   readonly secret: Uint8Array
@@ -220,7 +225,7 @@ export class Speed {
   private state (t: SpeedTorrent): TorrentSpeed {
     let s = this.torrents.get(t.infoHash)
     if (s === undefined) {
-      s = { draw: 0, from: this.now(), bids: new BidScheduler(), currentBid: 0n, earnings: new Map(), spending: new Map() }
+      s = { draw: 0, from: this.now(), bids: new BidScheduler(), currentBid: 0n, earnings: new Map(), spending: new Map(), announced: new Map() }
       this.torrents.set(t.infoHash, s)
     }
     return s
@@ -335,7 +340,24 @@ export class Speed {
     }
   }
 
+  /** A tracker's announce response named these bids (bid-announce): kept to check bidders on connect. */
+  announcedBids (t: SpeedTorrent, bids: ReadonlyArray<{ pk: string, bid: bigint }>): void {
+    if (!this.selling) return
+    const s = this.state(t)
+    // a fresh picture each announce, bounded by what one response may carry; a wallet listed
+    // more than once (several clients, or a lie beside its real client) is held to its highest claim
+    const announced = new Map<string, bigint>()
+    for (const x of bids) if (x.bid > (announced.get(x.pk) ?? -1n)) announced.set(x.pk, x.bid)
+    s.announced = announced
+  }
+
   private onBid (t: SpeedTorrent, peer: Peer, b: BttPeer, m: Extract<BttMessage, { t: 'bid' }>): void {
+    const announced = this.selling ? this.torrents.get(t.infoHash)?.announced.get(b.pk) : undefined
+    if (announced !== undefined && m.rate * BID_MISMATCH_FACTOR < announced) {
+      // DESIGN: clients never trust tracker bids; a peer whose real bid is far below the one it
+      // announced is disconnected (it inflates a torrent's demand to attract seeders)
+      throw new SeedingError('BTT_BID_BELOW_ANNOUNCED', `bid ${m.rate} per KiB is less than 1/${BID_MISMATCH_FACTOR} of the ${announced} this wallet announced to a tracker`)
+    }
     b.bid = m.rate
     if (m.channel !== undefined) {
       const channel = Buffer.from(m.channel).toString('hex')

@@ -29,6 +29,8 @@ export interface AnnounceResult {
   seeders?: number
   leechers?: number
   warning?: string
+  /** bid-announce: what the tracker says peers bid, by wallet key (a hint, checked on connect). */
+  bids?: Array<{ pk: string, bid: bigint }>
 }
 
 /** Largest tracker response body read over HTTP. */
@@ -132,6 +134,7 @@ async function httpAnnounce (u: URL, p: AnnounceParams, signal?: AbortSignal): P
   }
   const p6 = d.get('peers6')
   if (p6 instanceof Uint8Array) peers.push(...decodeCompactPeers(p6.subarray(0, p6.length - (p6.length % 18)), 6))
+  const bids = announcedBids(d)
   const warning = d.get('warning message')
   const seeders = d.get('complete')
   const leechers = d.get('incomplete')
@@ -140,8 +143,35 @@ async function httpAnnounce (u: URL, p: AnnounceParams, signal?: AbortSignal): P
     peers: peers.slice(0, MAX_PEERS),
     ...(typeof seeders === 'number' ? { seeders } : {}),
     ...(typeof leechers === 'number' ? { leechers } : {}),
-    ...(warning instanceof Uint8Array ? { warning: Buffer.from(warning).toString('utf8').slice(0, 200) } : {})
+    ...(warning instanceof Uint8Array ? { warning: Buffer.from(warning).toString('utf8').slice(0, 200) } : {}),
+    ...(bids.length > 0 ? { bids } : {})
   }
+}
+
+const PK_HEX = /^[0-9a-f]{64}$/
+const AMOUNT = /^(0|[1-9][0-9]{0,38})$/
+
+/**
+ * The bids a bid-announce tracker reports (docs/protocol/bid-scrape.md): `btt_bids`/`btt_pks`
+ * lists parallel to compact peers, or `btt_bid`/`btt_pk` in peer dicts. Malformed entries are
+ * skipped: they are hints, not worth failing an announce over.
+ */
+function announcedBids (d: BDict): Array<{ pk: string, bid: bigint }> {
+  const out: Array<{ pk: string, bid: bigint }> = []
+  const add = (pk: unknown, bid: unknown): void => {
+    if (!(pk instanceof Uint8Array) || !(bid instanceof Uint8Array) || out.length >= MAX_PEERS) return
+    const k = Buffer.from(pk).toString('latin1')
+    const b = Buffer.from(bid).toString('latin1')
+    if (PK_HEX.test(k) && AMOUNT.test(b) && BigInt(b) < 2n ** 128n) out.push({ pk: k, bid: BigInt(b) })
+  }
+  for (const [bk, pkk] of [['btt_bids', 'btt_pks'], ['btt_bids6', 'btt_pks6']] as const) {
+    const bl = d.get(bk)
+    const pl = d.get(pkk)
+    if (Array.isArray(bl) && Array.isArray(pl) && bl.length === pl.length) for (let i = 0; i < bl.length; i++) add(pl[i], bl[i])
+  }
+  const list = d.get('peers')
+  if (Array.isArray(list)) for (const e of list) if (e instanceof Map) add(e.get('btt_pk'), e.get('btt_bid'))
+  return out
 }
 
 const PROTOCOL_ID = 0x41727101980n
