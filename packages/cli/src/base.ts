@@ -1,4 +1,4 @@
-import { AdminClient, assertInitialised, ConfigError, NodeError, NodeNotRunningError, readApiToken, readConfigFile, readRuntimeInfo, resolveHome, DEFAULT_API_HOST, DEFAULT_API_PORT } from '@btt/node'
+import { AdminClient, assertInitialised, ConfigError, NodeError, NodeNotRunningError, readApiToken, readConfigFile, readRuntimeInfo, resolveHome, DEFAULT_API_HOST, DEFAULT_API_PORT, SHUTDOWN_DEADLINE_MS } from '@btt/node'
 import { Command, Flags } from '@oclif/core'
 
 /** Exit codes beyond 0/1, so scripts and systemd can tell failures apart. */
@@ -21,6 +21,22 @@ export abstract class BaseCommand extends Command {
   /** The home this invocation works on: --home, else BTT_NODE_HOME, else ~/.btt-node. */
   protected homeFrom (flags: { home?: string }): string {
     return resolveHome(flags.home)
+  }
+
+  /**
+   * For servers run in the foreground (`ledger serve`, `tracker serve`): wait for SIGINT or
+   * SIGTERM, close, and exit 0; exit 1 if closing fails or outlasts the shutdown deadline.
+   */
+  protected async serveUntilSignal (close: () => Promise<void>): Promise<never> {
+    await new Promise<void>(resolveStop => {
+      const stop = (): void => {
+        setTimeout(() => process.exit(1), SHUTDOWN_DEADLINE_MS - 500).unref()
+        close().then(resolveStop, () => process.exit(1))
+      }
+      process.once('SIGINT', stop)
+      process.once('SIGTERM', stop)
+    })
+    process.exit(0)
   }
 
   /** A typed client of the node running on this home, found through node.json or config.toml. */

@@ -110,7 +110,7 @@ describe('Discovery over a loopback DHT of 12 nodes', () => {
     const later = await requester.getOffer(kp.publicKey)
     expect(later!.seq).toBeGreaterThan(got!.seq)
     // stopping the node would leave a dead entry in routing tables (a timeout per later query)
-    p.unpublish()
+    await p.unpublish()
     const last = p.seq
     await new Promise(resolve => setTimeout(resolve, 700))
     expect(p.seq).toBe(last)

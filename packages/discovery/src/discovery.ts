@@ -60,6 +60,7 @@ export class Discovery {
   private currentSeq: number
   private published: OfferInput | null = null
   private timer: NodeJS.Timeout | null = null
+  private puts: Promise<void> = Promise.resolve()
   private started = false
   private readonly highestSeq = new Map<string, number>()
   private readonly onQuery = (query: KrpcMessage, peer: RpcPeer): void => { this.answerPkQuery(query, peer) }
@@ -114,10 +115,10 @@ export class Discovery {
   async publish (offer: OfferInput): Promise<PublishResult> {
     this.assertStarted()
     this.published = offer
-    const res = await this.putOnce()
+    const res = await this.put()
     if (this.timer !== null) clearInterval(this.timer)
     this.timer = setInterval(() => {
-      this.putOnce().catch(err => this.init.onError?.(err as Error))
+      this.put().catch(err => this.init.onError?.(err as Error))
     }, this.init.refreshIntervalMs ?? DEFAULT_REFRESH_INTERVAL_MS)
     this.timer.unref()
     return res
@@ -127,10 +128,19 @@ export class Discovery {
    * Stop refreshing and stop answering `btt_pk`. The last item stays on the DHT until its exp (readers
    * reject it after that) or until storing nodes drop it (about 2 h on mainline).
    */
-  unpublish (): void {
+  async unpublish (): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer)
     this.timer = null
     this.published = null
+    // a put already under way finishes (its seq is on the DHT and must be remembered)
+    await this.puts
+  }
+
+  /** Puts run one at a time: two refreshes racing would sign the same seq twice. */
+  private async put (): Promise<PublishResult> {
+    const p = this.puts.then(async () => await this.putOnce())
+    this.puts = p.then(() => {}, () => {})
+    return await p
   }
 
   private async putOnce (): Promise<PublishResult> {

@@ -222,3 +222,24 @@ export async function bidScrape (url: string, q: { minBid?: bigint, limit?: numb
   }
   return out
 }
+
+/**
+ * The bid-scrape URL of a tracker: as BEP 48 derives the scrape URL, the last path segment
+ * `announce…` becomes `bid-scrape…`; a URL already ending in /bid-scrape, or with no path, works too.
+ */
+export function bidScrapeUrl (text: string): string {
+  let u: URL
+  try {
+    u = new URL(text)
+  } catch {
+    throw new Error(`"${text}" is not a tracker URL (e.g. http://tracker.example:6969/announce)`)
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`"${text}": bid-scrape needs an http(s) tracker URL (bids are not carried over UDP)`)
+  if (u.search !== '' || u.hash !== '') throw new Error(`"${text}": tracker URLs with a query string or fragment are not supported`)
+  const i = u.pathname.lastIndexOf('/')
+  const last = u.pathname.slice(i + 1)
+  if (last.startsWith('announce')) u.pathname = u.pathname.slice(0, i + 1) + 'bid-scrape' + last.slice('announce'.length)
+  else if (u.pathname === '/' || u.pathname === '') u.pathname = '/bid-scrape'
+  else if (!last.startsWith('bid-scrape')) throw new Error(`"${text}": cannot derive the bid-scrape URL (the path must end in /announce or /bid-scrape)`)
+  return u.toString()
+}

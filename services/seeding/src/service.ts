@@ -4,6 +4,7 @@ import { defineService, zAmount, zPort, type ServicePayments } from '@btt/node'
 import { Hono, type Context } from 'hono'
 import { parseBtt } from '@btt/channel'
 import { z } from 'zod'
+import type { Autopilot } from './autopilot.js'
 import type { AddSource, Engine, EngineOptions } from './engine.js'
 import type { SpeedOptions } from './speed.js'
 import { SeedingError, isSeedingError } from './errors.js'
@@ -54,8 +55,25 @@ export const seedingConfig = z.object({
   /** A payer's channel must hold at least this many pieces at its price. */
   min_deposit_pieces: z.int().min(1).max(1_000_000).default(2),
   /** A payer's channel must stay open at least this long (seconds). */
-  min_channel_seconds: z.int().min(60).max(365 * 86_400).default(3600)
-})
+  min_channel_seconds: z.int().min(60).max(365 * 86_400).default(3600),
+  /** The autopilot: bid-scrape `autopilot_trackers`, fetch and seed the best-paying torrents. */
+  autopilot: z.boolean().default(false),
+  /** Trackers to bid-scrape (their http(s) announce URLs). */
+  autopilot_trackers: z.array(z.url({ protocol: /^https?$/ })).max(16).default([]),
+  /** Seconds between autopilot rounds. */
+  autopilot_interval_seconds: z.number().min(1).max(86_400).default(300),
+  /** Disk the autopilot's torrents may take together (MiB). */
+  autopilot_disk_budget_mib: z.int().min(0).default(10_240),
+  /** Most torrents the autopilot holds at once. */
+  autopilot_max_torrents: z.int().min(0).max(1000).default(10),
+  /** Torrents whose clearing price is below this are not fetched (BTT per KiB). */
+  autopilot_min_price: zAmount.default(0n),
+  /** An autopilot torrent nobody paid for in this long is removed with its data (hours). */
+  autopilot_drop_after_hours: z.number().min(0.001).max(8760).default(24),
+  /** Infohashes the autopilot never drops / never fetches (and drops if it fetched them). */
+  autopilot_pins: z.array(z.string().regex(/^[0-9a-fA-F]{40}$/, 'must be a 40-hex-digit infohash').transform(s => s.toLowerCase())).max(10_000).default([]),
+  autopilot_bans: z.array(z.string().regex(/^[0-9a-fA-F]{40}$/, 'must be a 40-hex-digit infohash').transform(s => s.toLowerCase())).max(10_000).default([])
+}).refine(c => !c.autopilot || c.autopilot_trackers.length > 0, { message: 'autopilot = true needs at least one autopilot_trackers URL', path: ['autopilot_trackers'] })
 
 
 export type SeedingConfig = z.output<typeof seedingConfig>
@@ -147,7 +165,7 @@ function infoHashParam (c: Context): string {
 }
 
 /** Admin routes under /v1/services/seeding (the node serves them only while the service runs). */
-export function seedingRoutes (running: () => Engine): Hono {
+export function seedingRoutes (running: () => Engine, autopilot: () => Autopilot | undefined = () => undefined): Hono {
   const app = new Hono()
   const wrap = (fn: (c: Context) => Promise<Response>) => async (c: Context): Promise<Response> => {
     try {
@@ -204,6 +222,7 @@ export function seedingRoutes (running: () => Engine): Hono {
   app.get('/status', wrap(async c => c.json(running().status())))
   app.get('/earnings', wrap(async c => c.json(running().earnings())))
   app.get('/bans', wrap(async c => c.json({ bans: running().bans() })))
+  app.get('/autopilot', wrap(async c => c.json(autopilot()?.status() ?? { enabled: false })))
   return app
 }
 
@@ -215,6 +234,7 @@ export const seedingService = defineService({
     // the engine (sockets, SQLite, undici, the DHT) loads on start: a node with seeding switched
     // off carries none of it
     let engine: Engine | undefined
+    let pilot: Autopilot | undefined
     const running = (): Engine => {
       if (engine === undefined) throw new SeedingError('SEEDING_NOT_RUNNING', 'the seeding engine is not running')
       return engine
@@ -224,7 +244,7 @@ export const seedingService = defineService({
       name: 'seeding',
       protocols: [],
       pricing: [],
-      adminRoutes: seedingRoutes(running),
+      adminRoutes: seedingRoutes(running, () => pilot),
       start: async () => {
         const { Engine } = await import('./engine.js')
         const speedOpts = speedOptions(config, payments, logger)
@@ -233,8 +253,25 @@ export const seedingService = defineService({
         await e.start()
         engine = e
         gauges.attach(e)
+        if (config.autopilot) {
+          const { Autopilot } = await import('./autopilot.js')
+          pilot = new Autopilot(e, dataDir, {
+            trackers: config.autopilot_trackers,
+            intervalMs: config.autopilot_interval_seconds * 1000,
+            diskBudget: config.autopilot_disk_budget_mib * 1024 * 1024,
+            maxTorrents: config.autopilot_max_torrents,
+            minPrice: config.autopilot_min_price,
+            dropAfterMs: config.autopilot_drop_after_hours * 3_600_000,
+            pinned: config.autopilot_pins,
+            banned: config.autopilot_bans,
+            logger
+          })
+          await pilot.start()
+        }
       },
       stop: async () => {
+        await pilot?.stop()
+        pilot = undefined
         gauges.attach(undefined)
         const e = engine
         engine = undefined

@@ -1,6 +1,5 @@
 import { mkdir } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { SHUTDOWN_DEADLINE_MS } from '@btt/node'
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../../base.js'
 import { parseDuration } from '../../format.js'
@@ -29,14 +28,6 @@ export default class LedgerServe extends BaseCommand {
     await mkdir(dirname(dbPath), { recursive: true, mode: 0o700 })
     const server = await startLedgerServer({ dbPath, host: flags.host, port: flags.port, dev: flags.dev, challengeWindowMs })
     this.log(`ledger ${server.ledger.info().ledgerId} listening on ${server.url} (db ${dbPath}${flags.dev ? ', DEV faucet enabled' : ''})`)
-    await new Promise<void>(resolveStop => {
-      const stop = (): void => {
-        setTimeout(() => process.exit(1), SHUTDOWN_DEADLINE_MS - 500).unref()
-        server.close().then(resolveStop, () => process.exit(1))
-      }
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-    })
-    process.exit(0)
+    await this.serveUntilSignal(async () => { await server.close() })
   }
 }
