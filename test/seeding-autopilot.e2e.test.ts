@@ -94,7 +94,8 @@ describe('seeding autopilot', () => {
     // the decision that fetched X was logged by the round that made it; later rounds keep it
     expect(status.decisions.find(d => d.infoHash === x)).toMatchObject({ action: 'keep' })
     expect(human.stdout).toMatch(/KEEP/)
-    const list = await pilot.api.serviceRequest<{ torrents: Array<{ infoHash: string }> }>('seeding', 'GET', '/torrents')
-    expect(list.torrents.map(t => t.infoHash)).toContain(x)
+    const list = await pilot.api.serviceRequest<{ torrents: Array<{ infoHash: string, savePath: string }> }>('seeding', 'GET', '/torrents')
+    // in a folder of its own, so dropping it with its data cannot touch anything else
+    expect(list.torrents.find(t => t.infoHash === x)?.savePath).toMatch(new RegExp(`[/\\\\]autopilot[/\\\\]${x}$`))
   }, 180_000)
 })

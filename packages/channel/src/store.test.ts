@@ -72,8 +72,8 @@ describe('SqliteChannelStore commits', () => {
     // NaN binds as NULL: NOT NULL fails inside the inline transaction, which also held the next update
     const bad = store.updateIncoming(good.id, cur => ({ state: { ...cur!, expiresAt: Number.NaN }, result: undefined }))
     const sameBatch = store.updateIncoming(good.id, cur => ({ state: { ...cur!, highest: 5n }, result: undefined }))
-    await expect(bad).rejects.toThrow()
-    await expect(sameBatch).rejects.toThrow()
+    await expect(bad).rejects.toMatchObject({ code: 'CHANNEL_STORE_FAILED' })
+    await expect(sameBatch).rejects.toMatchObject({ code: 'CHANNEL_STORE_FAILED' })
     expect(store['writerThread']).toBeUndefined()
     await expect(store.updateIncoming(good.id, cur => ({ state: cur!, result: undefined }))).rejects.toMatchObject({ code: 'CHANNEL_STORE_FAILED' })
     await store.close()

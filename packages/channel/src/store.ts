@@ -290,7 +290,8 @@ export class SqliteChannelStore implements ChannelStore {
       }
     } catch (err) {
       this.fail(err as Error)
-      for (const w of batch.waiters) w.reject(this.failed)
+      const failed = this.failed!
+      for (const w of batch.waiters) w.reject(new StoreFailedError(`commit failed: ${failed.message}`, { cause: failed }))
       return
     }
     this.lastCommitAt = performance.now()

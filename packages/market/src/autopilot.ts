@@ -122,7 +122,7 @@ export function planAutopilot (scraped: readonly ScrapedTorrent[], held: readonl
     if (s.clearingPrice < policy.minPrice) { skip('BELOW_MIN_PRICE', `clearing price ${s.clearingPrice} is below the minimum ${policy.minPrice} base units/KiB`); continue }
     if (count >= policy.maxTorrents) { skip('OVER_MAX_TORRENTS', `already holding ${count} torrents (max_torrents ${policy.maxTorrents})`); continue }
     if (s.size !== undefined && used + s.size > policy.diskBudget) { skip('OVER_DISK_BUDGET', `needs ${s.size} bytes, ${Math.max(0, policy.diskBudget - used)} left of the disk budget`); continue }
-    // size unknown until its metadata arrives (the service re-checks then): not when nothing is left
+    // size unknown until its metadata arrives (bid-scrape has none): added only while budget is left
     if (s.size === undefined && used >= policy.diskBudget) { skip('OVER_DISK_BUDGET', 'the disk budget is used up'); continue }
     used += s.size ?? 0
     count++

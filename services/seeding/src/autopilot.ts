@@ -1,5 +1,5 @@
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile, rename } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
 import { planAutopilot, type Decision, type HeldTorrent, type ScrapedTorrent } from '@btt/market'
 import { writeFileAtomic } from '@btt/node'
 import { bidScrape, bidScrapeUrl } from '@btt/tracker'
@@ -55,11 +55,19 @@ export class Autopilot {
   private nextAt: number | undefined
   private readonly now: () => number
   private readonly file: string
+  /** Every autopilot torrent downloads into a folder of its own here, so dropping it with its data can only ever delete what it downloaded. */
+  private readonly dir: string
+  private readonly abort = new AbortController()
 
   constructor (private readonly engine: Engine, dataDir: string, private readonly opts: AutopilotOptions) {
     this.now = opts.now ?? Date.now
     this.file = join(dataDir, 'autopilot.json')
+    this.dir = resolve(dataDir, 'autopilot')
     for (const t of opts.trackers) bidScrapeUrl(t) // throws on a URL it cannot use, at start
+  }
+
+  private folderOf (infoHash: string): string {
+    return join(this.dir, infoHash)
   }
 
   async start (): Promise<void> {
@@ -69,12 +77,19 @@ export class Autopilot {
         if (/^[0-9a-f]{40}$/.test(ih) && typeof r.addedAt === 'number' && typeof r.tracker === 'string') this.held.set(ih, { addedAt: r.addedAt, tracker: r.tracker, reason: typeof r.reason === 'string' ? r.reason : '' })
       }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.opts.logger.warn({ err }, 'autopilot.json unreadable: starting with no autopilot torrents')
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        // kept aside, not overwritten: the operator can see (and restore) what the autopilot held
+        const aside = `${this.file}.corrupt-${this.now()}`
+        await rename(this.file, aside).catch(() => {})
+        this.opts.logger.warn({ err, movedTo: aside }, 'autopilot.json unreadable: moved aside; the autopilot starts with no torrents of its own')
+      }
     }
     this.schedule(0)
   }
 
   async stop (): Promise<void> {
+    // a round in progress gives up its tracker requests at once
+    this.abort.abort()
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
     this.nextAt = undefined
@@ -97,9 +112,10 @@ export class Autopilot {
     const { scraped, sources, errors } = await this.scrape()
     const now = this.now()
     const list = this.engine.list()
-    const live = new Set(list.map(t => t.infoHash))
-    // a torrent the operator removed meanwhile is no longer ours to track
-    for (const ih of this.held.keys()) if (!live.has(ih)) this.held.delete(ih)
+    // ours = recorded by us AND still downloading into our folder for it: a torrent the operator
+    // removed and added again (elsewhere), or an infohash hand-written into autopilot.json, is not
+    const folders = new Map(list.map(t => [t.infoHash, resolve(t.savePath)]))
+    for (const ih of this.held.keys()) if (folders.get(ih) !== this.folderOf(ih)) this.held.delete(ih)
     const lastPaid = new Map<string, number>()
     for (const t of this.engine.earnings().torrents) {
       for (const p of t.payers) lastPaid.set(t.infoHash, Math.max(lastPaid.get(t.infoHash) ?? 0, p.updatedAt))
@@ -121,8 +137,9 @@ export class Autopilot {
       try {
         if (d.action === 'add') {
           const tracker = sources.get(d.infoHash)!
-          await this.engine.add({ magnet: `magnet:?xt=urn:btih:${d.infoHash}&tr=${encodeURIComponent(tracker)}` })
+          await this.engine.add({ magnet: `magnet:?xt=urn:btih:${d.infoHash}&tr=${encodeURIComponent(tracker)}` }, { savePath: this.folderOf(d.infoHash) })
           this.held.set(d.infoHash, { addedAt: now, tracker, reason: d.reason })
+          await this.save()
           this.opts.logger.info({ infoHash: d.infoHash, reason: d.reason }, 'autopilot: fetching a torrent')
         } else if (d.action === 'drop') {
           await this.engine.remove(d.infoHash, { deleteData: true })
@@ -147,7 +164,7 @@ export class Autopilot {
       try {
         let cursor: string | undefined
         for (let page = 0; page < (this.opts.maxPages ?? 10); page++) {
-          const res = await bidScrape(bidScrapeUrl(tracker), { limit: 100, ...(cursor !== undefined ? { cursor } : {}) }, { signal: AbortSignal.timeout(15_000) })
+          const res = await bidScrape(bidScrapeUrl(tracker), { limit: 100, ...(cursor !== undefined ? { cursor } : {}) }, { signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(15_000)]) })
           for (const f of res.files) {
             const ih = Buffer.from(f.infoHash).toString('hex')
             const s: ScrapedTorrent = { infoHash: ih, bidders: f.bidders, bidMax: f.bidMax, clearingPrice: f.clearingPrice, seeders: f.complete, leechers: f.incomplete }

@@ -741,7 +741,7 @@ export class Engine {
             tr.peers = res.peers.length
             interval = Math.min(interval, res.interval)
             if (event !== 'stopped') for (const p of res.peers) t.addCandidate(p)
-            if (res.bids !== undefined) this.opts.speed?.announcedBids(t, res.bids)
+            this.opts.speed?.announcedBids(t, tr.url, res.bids ?? [])
             return
           } catch (err) {
             tr.status = 'error'

@@ -4,6 +4,7 @@ import { defineService, zAmount, zPort, type ServicePayments } from '@btt/node'
 import { Hono, type Context } from 'hono'
 import { parseBtt } from '@btt/channel'
 import { z } from 'zod'
+import { bidScrapeUrl } from '@btt/tracker'
 import type { Autopilot } from './autopilot.js'
 import type { AddSource, Engine, EngineOptions } from './engine.js'
 import type { SpeedOptions } from './speed.js'
@@ -74,6 +75,15 @@ export const seedingConfig = z.object({
   autopilot_pins: z.array(z.string().regex(/^[0-9a-fA-F]{40}$/, 'must be a 40-hex-digit infohash').transform(s => s.toLowerCase())).max(10_000).default([]),
   autopilot_bans: z.array(z.string().regex(/^[0-9a-fA-F]{40}$/, 'must be a 40-hex-digit infohash').transform(s => s.toLowerCase())).max(10_000).default([])
 }).refine(c => !c.autopilot || c.autopilot_trackers.length > 0, { message: 'autopilot = true needs at least one autopilot_trackers URL', path: ['autopilot_trackers'] })
+  .superRefine((c, ctx) => {
+    for (const url of c.autopilot_trackers) {
+      try {
+        bidScrapeUrl(url)
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message, path: ['autopilot_trackers'] })
+      }
+    }
+  })
 
 
 export type SeedingConfig = z.output<typeof seedingConfig>

@@ -138,8 +138,11 @@ interface TorrentSpeed {
   earnings: Map<string, { amount: bigint, bytes: number }>
   /** Spending per payee key (requester side). */
   spending: Map<string, bigint>
-  /** What trackers said peers bid, by wallet key (provider side; the highest claim of the last announce). */
-  announced: Map<string, bigint>
+  /**
+   * What trackers said peers bid (provider side): per tracker, from its last announce response,
+   * the highest claim per (wallet key, announcing address).
+   */
+  announced: Map<string, Map<string, bigint>>
 }
 
 export interface SpeedEvents {
@@ -151,6 +154,12 @@ export interface SpeedEvents {
 /** Cost of `length` bytes at `rate` per KiB: a started KiB counts whole. */
 export function blockCost (rate: bigint, length: number): bigint {
   return rate * BigInt(Math.ceil(length / 1024))
+}
+
+/** An IPv4 peer seen through a dual-stack socket as ::ffff:a.b.c.d is a.b.c.d. */
+function normalizeHost (host: string | undefined): string {
+  const h = (host ?? '').toLowerCase()
+  return h.startsWith('::ffff:') && h.includes('.') ? h.slice(7) : h
 }
 
 /** A real bid this many times below the one announced on a tracker is a lie, not a re-bid. */
@@ -340,19 +349,39 @@ export class Speed {
     }
   }
 
-  /** A tracker's announce response named these bids (bid-announce): kept to check bidders on connect. */
-  announcedBids (t: SpeedTorrent, bids: ReadonlyArray<{ pk: string, bid: bigint }>): void {
+  /**
+   * A tracker's announce response named these bids (bid-announce): kept, per tracker and replaced
+   * by its next response, to check bidders on connect. A claim counts only against a peer
+   * connecting from the address that announced it: trackers do not authenticate `btt_pk`, so
+   * anyone could announce a huge bid under someone else's key to get them disconnected.
+   */
+  announcedBids (t: SpeedTorrent, tracker: string, bids: ReadonlyArray<{ pk: string, bid: bigint, host: string }>): void {
     if (!this.selling) return
     const s = this.state(t)
-    // a fresh picture each announce, bounded by what one response may carry; a wallet listed
-    // more than once (several clients, or a lie beside its real client) is held to its highest claim
-    const announced = new Map<string, bigint>()
-    for (const x of bids) if (x.bid > (announced.get(x.pk) ?? -1n)) announced.set(x.pk, x.bid)
-    s.announced = announced
+    const claims = new Map<string, bigint>()
+    for (const x of bids) {
+      const key = `${x.pk}@${normalizeHost(x.host)}`
+      if (x.bid > (claims.get(key) ?? -1n)) claims.set(key, x.bid)
+    }
+    if (claims.size === 0) s.announced.delete(tracker)
+    else s.announced.set(tracker, claims)
+  }
+
+  /** The highest bid any tracker says `pk` announced from `host`. */
+  private announcedBid (t: SpeedTorrent, pk: string, host: string | undefined): bigint | undefined {
+    const s = this.torrents.get(t.infoHash)
+    if (s === undefined || s.announced.size === 0) return undefined
+    const key = `${pk}@${normalizeHost(host)}`
+    let best: bigint | undefined
+    for (const claims of s.announced.values()) {
+      const v = claims.get(key)
+      if (v !== undefined && (best === undefined || v > best)) best = v
+    }
+    return best
   }
 
   private onBid (t: SpeedTorrent, peer: Peer, b: BttPeer, m: Extract<BttMessage, { t: 'bid' }>): void {
-    const announced = this.selling ? this.torrents.get(t.infoHash)?.announced.get(b.pk) : undefined
+    const announced = this.selling ? this.announcedBid(t, b.pk, peer.host) : undefined
     if (announced !== undefined && m.rate * BID_MISMATCH_FACTOR < announced) {
       // DESIGN: clients never trust tracker bids; a peer whose real bid is far below the one it
       // announced is disconnected (it inflates a torrent's demand to attract seeders)

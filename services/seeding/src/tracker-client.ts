@@ -29,8 +29,11 @@ export interface AnnounceResult {
   seeders?: number
   leechers?: number
   warning?: string
-  /** bid-announce: what the tracker says peers bid, by wallet key (a hint, checked on connect). */
-  bids?: Array<{ pk: string, bid: bigint }>
+  /**
+   * bid-announce: what the tracker says peers bid, with the wallet key and the address that
+   * announced it (a hint, checked on connect). Present (maybe empty) when the tracker speaks it.
+   */
+  bids?: Array<{ pk: string, bid: bigint, host: string }>
 }
 
 /** Largest tracker response body read over HTTP. */
@@ -144,7 +147,7 @@ async function httpAnnounce (u: URL, p: AnnounceParams, signal?: AbortSignal): P
     ...(typeof seeders === 'number' ? { seeders } : {}),
     ...(typeof leechers === 'number' ? { leechers } : {}),
     ...(warning instanceof Uint8Array ? { warning: Buffer.from(warning).toString('utf8').slice(0, 200) } : {}),
-    ...(bids.length > 0 ? { bids } : {})
+    ...(bids !== undefined ? { bids } : {})
   }
 }
 
@@ -153,25 +156,38 @@ const AMOUNT = /^(0|[1-9][0-9]{0,38})$/
 
 /**
  * The bids a bid-announce tracker reports (docs/protocol/bid-scrape.md): `btt_bids`/`btt_pks`
- * lists parallel to compact peers, or `btt_bid`/`btt_pk` in peer dicts. Malformed entries are
- * skipped: they are hints, not worth failing an announce over.
+ * lists parallel to compact peers, or `btt_bid`/`btt_pk` in peer dicts; each with the address of
+ * the peer that announced it. Malformed entries are skipped: they are hints, not worth failing an
+ * announce over. Undefined when the response carries no bid fields at all (not a bid tracker).
  */
-function announcedBids (d: BDict): Array<{ pk: string, bid: bigint }> {
-  const out: Array<{ pk: string, bid: bigint }> = []
-  const add = (pk: unknown, bid: unknown): void => {
-    if (!(pk instanceof Uint8Array) || !(bid instanceof Uint8Array) || out.length >= MAX_PEERS) return
+function announcedBids (d: BDict): Array<{ pk: string, bid: bigint, host: string }> | undefined {
+  const out: Array<{ pk: string, bid: bigint, host: string }> = []
+  let seen = false
+  const add = (pk: unknown, bid: unknown, host: string | undefined): void => {
+    if (host === undefined || !(pk instanceof Uint8Array) || !(bid instanceof Uint8Array) || out.length >= MAX_PEERS) return
     const k = Buffer.from(pk).toString('latin1')
     const b = Buffer.from(bid).toString('latin1')
-    if (PK_HEX.test(k) && AMOUNT.test(b) && BigInt(b) < 2n ** 128n) out.push({ pk: k, bid: BigInt(b) })
+    if (PK_HEX.test(k) && AMOUNT.test(b) && BigInt(b) < 2n ** 128n) out.push({ pk: k, bid: BigInt(b), host })
   }
-  for (const [bk, pkk] of [['btt_bids', 'btt_pks'], ['btt_bids6', 'btt_pks6']] as const) {
+  for (const [pk, bk, pl, unit, family] of [['peers', 'btt_bids', 'btt_pks', 6, 4], ['peers6', 'btt_bids6', 'btt_pks6', 18, 6]] as const) {
+    const raw = d.get(pk)
     const bl = d.get(bk)
-    const pl = d.get(pkk)
-    if (Array.isArray(bl) && Array.isArray(pl) && bl.length === pl.length) for (let i = 0; i < bl.length; i++) add(pl[i], bl[i])
+    const kl = d.get(pl)
+    if (bl !== undefined) seen = true
+    if (!(raw instanceof Uint8Array) || !Array.isArray(bl) || !Array.isArray(kl) || bl.length !== kl.length || raw.length !== bl.length * unit) continue
+    const addrs = decodeCompactPeers(raw, family)
+    for (let i = 0; i < bl.length; i++) add(kl[i], bl[i], addrs[i]?.host)
   }
   const list = d.get('peers')
-  if (Array.isArray(list)) for (const e of list) if (e instanceof Map) add(e.get('btt_pk'), e.get('btt_bid'))
-  return out
+  if (Array.isArray(list)) {
+    for (const e of list) {
+      if (!(e instanceof Map)) continue
+      if (e.has('btt_bid') || e.has('btt_pk')) seen = true
+      const ip = e.get('ip')
+      add(e.get('btt_pk'), e.get('btt_bid'), ip instanceof Uint8Array ? Buffer.from(ip).toString('latin1') : undefined)
+    }
+  }
+  return seen || out.length > 0 ? out : undefined
 }
 
 const PROTOCOL_ID = 0x41727101980n

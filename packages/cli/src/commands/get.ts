@@ -130,6 +130,9 @@ export default class Get extends BaseCommand {
     } finally {
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
+      // interrupted or failed: a voucher made durable for a verified piece still goes out before
+      // the connections close (settled already on success)
+      await speed?.settle(2000).catch(() => false)
       await engine.stop().catch(() => {})
       await payments?.stop().catch(() => {})
       await rm(state, { recursive: true, force: true })
