@@ -85,7 +85,7 @@ async function loadUdp (port: number): Promise<number> {
 
 async function startOurs (): Promise<{ port: number, stop: () => void }> {
   const code = `import { createTracker } from '@btt/tracker'
-const t = await createTracker({ rateLimit: false, httpPort: false })
+const t = await createTracker({ rateLimit: false, httpPort: false, maxPeersPerAddress: 1_000_000 })
 process.stdout.write(String(t.udpPort) + '\\n')
 process.stdin.resume(); process.stdin.on('end', () => process.exit(0))`
   const child = spawn(process.execPath, ['--input-type=module', '-e', code], { cwd: import.meta.dirname, stdio: ['pipe', 'pipe', 'inherit'] })
@@ -134,7 +134,7 @@ async function httpGet (port: number, path: string): Promise<Buffer> {
 }
 
 async function benchBidScrape (): Promise<void> {
-  const t = await createTracker({ rateLimit: false, udpPort: false })
+  const t = await createTracker({ rateLimit: false, udpPort: false, maxPeersPerAddress: 1_000_000 })
   try {
     const t0 = performance.now()
     for (let i = 0; i < 100_000; i++) {

@@ -38,3 +38,7 @@ export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 export const MAX_CONNECTION_ID_CACHE = 100_000
 /** Per-IP rate buckets kept at most (memory bound against many source addresses). */
 export const MAX_RATE_BUCKETS = 1_000_000
+/** Peers one address (an IPv4 address or an IPv6 /64) may hold in one swarm: a few clients behind a NAT, not a flood of made-up peer ids. */
+export const MAX_PEERS_PER_ADDRESS = 8
+/** Peers across every swarm: past it, new peers get answers but are not stored. */
+export const DEFAULT_MAX_PEERS_TOTAL = 2_000_000

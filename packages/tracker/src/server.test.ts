@@ -63,7 +63,7 @@ describe('HTTP announce', () => {
   })
 
   it('clamps numwant to 200', async () => {
-    const s = await start()
+    const s = await start({ maxPeersPerAddress: 1000 })
     const ih = h20(5)
     for (let i = 0; i < 250; i++) s.announce({ infoHash: ih, peerId: h20(i, 4), ip: '127.0.0.1', port: 10000 + i, left: 1 })
     const { body } = await rawGet(s.httpPort, announcePath({ ih, pid: h20(999, 4), extra: '&numwant=100000' }))
@@ -153,6 +153,29 @@ describe('bid-announce', () => {
 })
 
 describe('caps', () => {
+  it('one address holds at most maxPeersPerAddress peers in a swarm (an IPv6 /64 counts as one address); others still get in', async () => {
+    const s = await start({ maxPeersPerAddress: 3 })
+    const ih = h20(42)
+    for (let i = 0; i < 10; i++) s.announce({ infoHash: ih, peerId: h20(i, 11), ip: '10.0.0.1', port: 100 + i, left: 1 })
+    expect(s.stats(ih).incomplete).toBe(3)
+    for (let i = 0; i < 10; i++) s.announce({ infoHash: ih, peerId: h20(i, 12), ip: `2001:db8:1:2::${i + 1}`, port: 100 + i, left: 1 })
+    expect(s.stats(ih).incomplete).toBe(6)
+    s.announce({ infoHash: ih, peerId: h20(1, 13), ip: '2001:db8:1:3::1', port: 1, left: 1 })
+    s.announce({ infoHash: ih, peerId: h20(2, 13), ip: '10.0.0.2', port: 1, left: 1 })
+    expect(s.stats(ih).incomplete).toBe(8)
+    // a peer that leaves frees its address's place
+    s.announce({ infoHash: ih, peerId: h20(0, 11), ip: '10.0.0.1', port: 100, left: 1, event: 'stopped' })
+    s.announce({ infoHash: ih, peerId: h20(99, 11), ip: '10.0.0.1', port: 999, left: 1 })
+    expect(s.stats(ih).incomplete).toBe(8)
+  })
+
+  it('stops storing new peers past maxPeersTotal, across swarms', async () => {
+    const s = await start({ maxPeersTotal: 5 })
+    for (let i = 0; i < 8; i++) s.announce({ infoHash: h20(50 + i), peerId: h20(i, 14), ip: `10.1.0.${i + 1}`, port: 1, left: 1 })
+    const stored = Array.from({ length: 8 }, (_, i) => s.stats(h20(50 + i)).incomplete).reduce((a, b) => a + b, 0)
+    expect(stored).toBe(5)
+  })
+
   it('stops storing peers past maxPeersPerSwarm and refuses new swarms past maxSwarms', async () => {
     const s = await start({ maxPeersPerSwarm: 2, maxSwarms: 1 })
     const url = `http://127.0.0.1:${s.httpPort}/announce`

@@ -11,7 +11,7 @@ import { encode, formatAmount, parseAmount, BTT_MAX_AMOUNT, type Encodable } fro
 import * as C from './constants.js'
 import { TrackerError } from './errors.js'
 import { intParam, one, parseQuery, type Query } from './query.js'
-import { Swarm, type Peer } from './swarms.js'
+import { addressKey, Swarm, type Peer } from './swarms.js'
 
 export interface TrackerInit {
   /** Address to bind HTTP and UDP to. Default 127.0.0.1; '::' listens dual-stack. */
@@ -25,6 +25,10 @@ export interface TrackerInit {
   /** `min interval` (s). Default 60. */
   minInterval?: number
   maxPeersPerSwarm?: number
+  /** Peers across all swarms (default 2,000,000); past it new peers are answered but not stored. */
+  maxPeersTotal?: number
+  /** Peers one address (IPv4, or an IPv6 /64) may hold in one swarm (default 8). */
+  maxPeersPerAddress?: number
   maxSwarms?: number
   /** Per-IP announce token bucket; `false` disables it. */
   rateLimit?: { perSecond: number, burst: number } | false
@@ -71,6 +75,9 @@ class TrackerServerImpl {
   private readonly minInterval: number
   private readonly ttlMs: number
   private readonly maxPeers: number
+  private readonly maxPeersTotal: number
+  private readonly totals = { peers: 0 }
+  private readonly maxPerAddress: number
   private readonly maxSwarms: number
   private readonly rate: { perSecond: number, burst: number } | false
   private readonly buckets = new Map<string, { tokens: number, t: number }>()
@@ -94,6 +101,8 @@ class TrackerServerImpl {
     this.minInterval = init.minInterval ?? Math.min(C.DEFAULT_MIN_INTERVAL, this.interval)
     this.ttlMs = this.interval * 2000
     this.maxPeers = init.maxPeersPerSwarm ?? C.DEFAULT_MAX_PEERS_PER_SWARM
+    this.maxPeersTotal = init.maxPeersTotal ?? C.DEFAULT_MAX_PEERS_TOTAL
+    this.maxPerAddress = init.maxPeersPerAddress ?? C.MAX_PEERS_PER_ADDRESS
     this.maxSwarms = init.maxSwarms ?? C.DEFAULT_MAX_SWARMS
     this.rate = init.rateLimit ?? { perSecond: C.DEFAULT_RATE_PER_SECOND, burst: C.DEFAULT_RATE_BURST }
     this.paidSlots = init.paidSlots ?? C.DEFAULT_PAID_SLOTS
@@ -175,12 +184,13 @@ class TrackerServerImpl {
   private rateLimited (ip: string): boolean {
     if (this.rate === false) return false
     const now = this.now()
-    let b = this.buckets.get(ip)
+    const key = addressKey(ip)
+    let b = this.buckets.get(key)
     if (b === undefined) {
       // bounded: an attacker with many source addresses only resets everyone's buckets
       if (this.buckets.size >= C.MAX_RATE_BUCKETS) this.buckets.clear()
       b = { tokens: this.rate.burst, t: now }
-      this.buckets.set(ip, b)
+      this.buckets.set(key, b)
     } else {
       b.tokens = Math.min(this.rate.burst, b.tokens + (now - b.t) / 1000 * this.rate.perSecond)
       b.t = now
@@ -214,7 +224,7 @@ class TrackerServerImpl {
     }
     if (swarm === undefined) {
       if (this.swarms.size >= this.maxSwarms) throw FAIL('TRACKER_FULL', 'tracker is full')
-      swarm = new Swarm(Buffer.from(a.infoHash), Buffer.from(a.infoHash).toString('hex'))
+      swarm = new Swarm(Buffer.from(a.infoHash), Buffer.from(a.infoHash).toString('hex'), this.totals)
       this.swarms.set(key, swarm)
     }
     const seeder = a.left === 0
@@ -225,7 +235,9 @@ class TrackerServerImpl {
       self = undefined
     }
     if (self === undefined) {
-      if (swarm.peers.size >= this.maxPeers) return { swarm, self: undefined }
+      // full swarm, full tracker, or an address holding its share already: answered, not stored
+      if (swarm.peers.size >= this.maxPeers || this.totals.peers >= this.maxPeersTotal ||
+        (swarm.perAddress.get(addressKey(a.ip)) ?? 0) >= this.maxPerAddress) return { swarm, self: undefined }
       self = {
         id, ip: a.ip, port: a.port, v6, compact: compactPeer(a.ip, a.port, v6), seeder,
         expires: now + this.ttlMs, bid: a.bid, pk: a.pk, idx: 0

@@ -21,8 +21,25 @@ export interface Peer {
   idx: number
 }
 
+/**
+ * What a source address counts as: an IPv4 address, or the /64 of an IPv6 one (one host usually
+ * holds a whole /64, so per-address limits on full IPv6 addresses limit nothing).
+ */
+export function addressKey (ip: string): string {
+  if (!ip.includes(':')) return ip
+  const lower = ip.toLowerCase()
+  if (lower.startsWith('::ffff:') && lower.includes('.')) return lower.slice(7)
+  const [head = '', tail] = lower.split('::') as [string, string | undefined]
+  const h = head === '' ? [] : head.split(':')
+  const t = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t]
+  return groups.slice(0, 4).map(g => g.replace(/^0+(?=.)/, '')).join(':') + '::/64'
+}
+
 export class Swarm {
   readonly peers = new Map<string, Peer>()
+  /** Peers per source address (see addressKey). */
+  readonly perAddress = new Map<string, number>()
   readonly list: Peer[] = []
   /** bidders, highest bid first; ties in insertion order */
   readonly bidders: Peer[] = []
@@ -32,7 +49,8 @@ export class Swarm {
   key = ''
   keyDirty = true
 
-  constructor (readonly infoHash: Buffer, readonly hex: string) {}
+  /** `totals` is shared by every swarm of one tracker: peers in all of them (its global cap). */
+  constructor (readonly infoHash: Buffer, readonly hex: string, private readonly totals: { peers: number } = { peers: 0 }) {}
 
   get leechers (): number { return this.peers.size - this.seeders }
 
@@ -48,6 +66,9 @@ export class Swarm {
 
   add (p: Peer): void {
     this.peers.set(p.id, p)
+    const a = addressKey(p.ip)
+    this.perAddress.set(a, (this.perAddress.get(a) ?? 0) + 1)
+    this.totals.peers++
     p.idx = this.list.length
     this.list.push(p)
     if (p.seeder) this.seeders++
@@ -63,6 +84,11 @@ export class Swarm {
   /** Returns true when `p` was a bidder. */
   remove (p: Peer): boolean {
     if (!this.peers.delete(p.id)) return false
+    this.totals.peers--
+    const a = addressKey(p.ip)
+    const n = (this.perAddress.get(a) ?? 1) - 1
+    if (n <= 0) this.perAddress.delete(a)
+    else this.perAddress.set(a, n)
     const last = this.list.pop() as Peer
     if (last !== p) {
       this.list[p.idx] = last
