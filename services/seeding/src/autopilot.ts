@@ -115,7 +115,8 @@ export class Autopilot {
     // ours = recorded by us AND still downloading into our folder for it: a torrent the operator
     // removed and added again (elsewhere), or an infohash hand-written into autopilot.json, is not
     const folders = new Map(list.map(t => [t.infoHash, resolve(t.savePath)]))
-    for (const ih of this.held.keys()) if (folders.get(ih) !== this.folderOf(ih)) this.held.delete(ih)
+    let changed = false
+    for (const ih of this.held.keys()) if (folders.get(ih) !== this.folderOf(ih)) changed = this.held.delete(ih)
     const lastPaid = new Map<string, number>()
     for (const t of this.engine.earnings().torrents) {
       for (const p of t.payers) lastPaid.set(t.infoHash, Math.max(lastPaid.get(t.infoHash) ?? 0, p.updatedAt))
@@ -144,13 +145,15 @@ export class Autopilot {
         } else if (d.action === 'drop') {
           await this.engine.remove(d.infoHash, { deleteData: true })
           this.held.delete(d.infoHash)
+          changed = true
           this.opts.logger.info({ infoHash: d.infoHash, reason: d.reason }, 'autopilot: dropped a torrent')
         }
       } catch (err) {
         errors.push({ tracker: '', error: `${d.action} ${d.infoHash}: ${(err as Error).message}` })
       }
     }
-    await this.save()
+    // adds were saved as they happened; a round that forgot or dropped torrents saves once here
+    if (changed) await this.save()
     this.last = { at: now, decisions, errors }
     return decisions
   }

@@ -126,8 +126,9 @@ async function httpAnnounce (u: URL, p: AnnounceParams, signal?: AbortSignal): P
   const interval = d.get('interval')
   const peers: PeerAddr[] = []
   const p4 = d.get('peers')
-  if (p4 instanceof Uint8Array) peers.push(...decodeCompactPeers(p4.subarray(0, p4.length - (p4.length % 6)), 4))
-  else if (Array.isArray(p4)) {
+  const compact4 = p4 instanceof Uint8Array ? decodeCompactPeers(p4.subarray(0, p4.length - (p4.length % 6)), 4) : []
+  peers.push(...compact4)
+  if (Array.isArray(p4)) {
     for (const e of p4) {
       if (!(e instanceof Map)) continue
       const ip = e.get('ip')
@@ -136,8 +137,9 @@ async function httpAnnounce (u: URL, p: AnnounceParams, signal?: AbortSignal): P
     }
   }
   const p6 = d.get('peers6')
-  if (p6 instanceof Uint8Array) peers.push(...decodeCompactPeers(p6.subarray(0, p6.length - (p6.length % 18)), 6))
-  const bids = announcedBids(d)
+  const compact6 = p6 instanceof Uint8Array ? decodeCompactPeers(p6.subarray(0, p6.length - (p6.length % 18)), 6) : []
+  peers.push(...compact6)
+  const bids = announcedBids(d, compact4, compact6)
   const warning = d.get('warning message')
   const seeders = d.get('complete')
   const leechers = d.get('incomplete')
@@ -160,7 +162,7 @@ const AMOUNT = /^(0|[1-9][0-9]{0,38})$/
  * the peer that announced it. Malformed entries are skipped: they are hints, not worth failing an
  * announce over. Undefined when the response carries no bid fields at all (not a bid tracker).
  */
-function announcedBids (d: BDict): Array<{ pk: string, bid: bigint, host: string }> | undefined {
+function announcedBids (d: BDict, compact4: PeerAddr[], compact6: PeerAddr[]): Array<{ pk: string, bid: bigint, host: string }> | undefined {
   const out: Array<{ pk: string, bid: bigint, host: string }> = []
   let seen = false
   const add = (pk: unknown, bid: unknown, host: string | undefined): void => {
@@ -169,13 +171,12 @@ function announcedBids (d: BDict): Array<{ pk: string, bid: bigint, host: string
     const b = Buffer.from(bid).toString('latin1')
     if (PK_HEX.test(k) && AMOUNT.test(b) && BigInt(b) < 2n ** 128n) out.push({ pk: k, bid: BigInt(b), host })
   }
-  for (const [pk, bk, pl, unit, family] of [['peers', 'btt_bids', 'btt_pks', 6, 4], ['peers6', 'btt_bids6', 'btt_pks6', 18, 6]] as const) {
-    const raw = d.get(pk)
+  // the lists run parallel to the compact peers already decoded (a length mismatch: not trusted)
+  for (const [bk, pl, addrs] of [['btt_bids', 'btt_pks', compact4], ['btt_bids6', 'btt_pks6', compact6]] as const) {
     const bl = d.get(bk)
     const kl = d.get(pl)
     if (bl !== undefined) seen = true
-    if (!(raw instanceof Uint8Array) || !Array.isArray(bl) || !Array.isArray(kl) || bl.length !== kl.length || raw.length !== bl.length * unit) continue
-    const addrs = decodeCompactPeers(raw, family)
+    if (!Array.isArray(bl) || !Array.isArray(kl) || bl.length !== kl.length || addrs.length !== bl.length) continue
     for (let i = 0; i < bl.length; i++) add(kl[i], bl[i], addrs[i]?.host)
   }
   const list = d.get('peers')
