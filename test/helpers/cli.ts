@@ -42,6 +42,8 @@ export async function tempHome (prefix = 'btt-home-'): Promise<string> {
 
 /** Flags that keep a node on loopback with OS-assigned ports. */
 export const LOOPBACK_FLAGS = ['--api-port', '0', '--api-host', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0']
+/** A test node publishes no offer on the mainline DHT (it would look up the public routers); tests that want one set a loopback DHT. */
+export const NO_DHT_ENV: Record<string, string> = { BTT_NODE_DISCOVERY_ENABLED: 'false' }
 
 /** Environment that switches seeding on for `btt-node start`, on loopback, with no DHT or PEX. */
 export const SEEDING_LOOPBACK_ENV: Record<string, string> = {
@@ -77,7 +79,7 @@ export async function waitForRuntime (home: string, child: ChildProcess, pid?: n
 
 /** `btt-node start --home <home>` as a real background process, resolved once its API is up. */
 export async function startNodeProcess (home: string, args: string[] = [], env: Record<string, string> = {}): Promise<NodeProcess> {
-  const child = spawn(process.execPath, [CLI, 'start', '--home', home, ...LOOPBACK_FLAGS, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [CLI, 'start', '--home', home, ...LOOPBACK_FLAGS, ...args], { env: cleanEnv({ ...NO_DHT_ENV, ...env }), stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { out += d.toString() })

@@ -10,7 +10,7 @@ export async function createTestNode (opts: { services?: ServiceDefinition[], ho
     home,
     services: opts.services ?? [],
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
-    overrides: { 'api.port': 0, 'api.host': '127.0.0.1', 'p2p.listen': ['/ip4/127.0.0.1/tcp/0'] }
+    overrides: { 'api.port': 0, 'api.host': '127.0.0.1', 'p2p.listen': ['/ip4/127.0.0.1/tcp/0'], 'discovery.enabled': false }
   })
   await node.start()
   return node

@@ -111,6 +111,7 @@ export async function startProvider (sup: Supervisor, home: string, ledgerUrl: s
     ledger: { url: ledgerUrl },
     api: { host: '127.0.0.1', port: 0 },
     p2p: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    discovery: { enabled: false },
     services: { seeding: { enabled: true, listen_host: '127.0.0.1', listen_port: 0, dht: false, pex: false, trackers: false, ...seeding } }
   })
   const child = sup.spawn('provider', ['start', '--home', home])

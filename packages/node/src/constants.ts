@@ -6,6 +6,10 @@ export const DEFAULT_API_PORT = 7070
 export const DEFAULT_API_HOST = '127.0.0.1'
 /** libp2p TCP port for storage, proxy and channel streams between nodes. Public by default: a provider must be reachable. */
 export const DEFAULT_P2P_LISTEN = ['/ip4/0.0.0.0/tcp/7171']
+/** UDP port of the DHT node that publishes this node's offers: the libp2p port's number, so one firewall rule number covers both. */
+export const DEFAULT_DHT_PORT = 7171
+/** The mainline DHT's public routers (bittorrent-dht's own defaults). */
+export const DEFAULT_DHT_BOOTSTRAP = ['router.bittorrent.com:6881', 'router.utorrent.com:6881', 'dht.transmissionbt.com:6881'] as const
 
 /** The whole shutdown must finish within 10 s (systemd's and docker's default grace period is 10 s). */
 export const SHUTDOWN_DEADLINE_MS = 10_000

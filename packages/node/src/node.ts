@@ -11,6 +11,7 @@ import { NodeError } from './errors.js'
 import { assertInitialised, claimRuntime, libp2pKeyOf, loadIdentity, loadWallet, readApiToken, removeRuntimeInfo, writeRuntimeInfo } from './home.js'
 import { servicePaymentsOf, startPayments, type Payments } from './payments.js'
 import { Lifecycle } from './lifecycle.js'
+import { OfferPublisher } from './offers.js'
 import { createLogger } from './logger.js'
 import { createMetrics } from './metrics.js'
 import { ServiceManager, type ServiceDefinition, type ServicePayments } from './service.js'
@@ -77,7 +78,19 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
     metrics: metrics.registry,
     dataRoot: paths.dataDir,
     persistEnabled: async (name, enabled) => { await setConfigValue(paths.config, `services.${name}.enabled`, enabled, definitions) },
-    onState: metrics.setServiceState
+    onState: (name, state) => {
+      metrics.setServiceState(name, state)
+      if (state === 'running' || state === 'stopped' || state === 'failed') offers.update()
+    }
+  })
+  const offers = new OfferPublisher({
+    config: config.discovery,
+    identity,
+    dataDir: paths.dataDir,
+    logger: logger.child({ module: 'discovery' }),
+    running: () => services.running(),
+    addrs: () => p2p.getMultiaddrs().map(String),
+    ledgerId: () => requirePayments().ledgerId
   })
   for (const name of services.names()) metrics.setServiceState(name, 'stopped')
 
@@ -91,7 +104,8 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
     listenAddresses: p2p.getMultiaddrs().map(String),
     api: { url: api?.url ?? '' },
     home: paths.home,
-    services: services.list()
+    services: services.list(),
+    discovery: offers.status()
   })
   const adminApp = createAdminApp({
     token,
@@ -112,6 +126,8 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
     },
     { name: 'libp2p', start: async () => { await p2p.start() }, stop: async () => { await p2p.stop() } },
     { name: 'services', start: async () => { await services.startEnabled() }, stop: async () => { await services.stopAll() } },
+    // after the services (it offers what runs), stopped before them (the offer stops refreshing first)
+    { name: 'discovery', start: async () => { offers.start() }, stop: async () => { await offers.stop() } },
     {
       name: 'admin-api',
       start: async () => { api = await listenAdminApi(adminApp, config.api.host, config.api.port) },

@@ -41,6 +41,8 @@ export interface Service {
   stop(): Promise<void>
   /** JSON-serialisable details shown in `GET /v1/services/<name>` and status. */
   status?(): Record<string, unknown>
+  /** The BitTorrent TCP port it listens on, if it speaks BitTorrent (put in the node's DHT offer). */
+  btPort?(): number | undefined
 }
 
 /**
@@ -208,6 +210,17 @@ export class ServiceManager {
 
   list (): ServiceInfo[] {
     return [...this.entries.values()].map(e => this.describe(e))
+  }
+
+  /** Running services with what they sell (the node's DHT offer is built from these). */
+  running (): Array<{ name: string, pricing: readonly PriceItem[], btPort?: number }> {
+    const out: Array<{ name: string, pricing: readonly PriceItem[], btPort?: number }> = []
+    for (const e of this.entries.values()) {
+      if (e.state !== 'running' || e.service === undefined) continue
+      const btPort = e.service.btPort?.()
+      out.push({ name: e.def.name, pricing: e.service.pricing, ...(btPort !== undefined ? { btPort } : {}) })
+    }
+    return out
   }
 
   /** The running service's admin routes, if it is running and has any. */

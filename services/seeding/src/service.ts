@@ -253,7 +253,9 @@ export const seedingService = defineService({
     return {
       name: 'seeding',
       protocols: [],
-      pricing: [],
+      // paid seeding sells upload slots by auction; the headline price is the lowest a slot goes for
+      // (the fixed reserve, else 0: the reserve schedule starts at 0 per torrent and grows)
+      pricing: config.paid_slots > 0 ? [{ item: 'upload-slot', unit: 'KiB', price: config.reserve_fixed ?? 0n }] : [],
       adminRoutes: seedingRoutes(running, () => pilot),
       start: async () => {
         const { Engine } = await import('./engine.js')
@@ -287,7 +289,8 @@ export const seedingService = defineService({
         engine = undefined
         await e?.stop()
       },
-      status: () => engine?.status() ?? {}
+      status: () => engine?.status() ?? {},
+      btPort: () => engine?.port
     }
   }
 })

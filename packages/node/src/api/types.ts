@@ -1,3 +1,4 @@
+import type { OfferStatus } from '../offers.js'
 import type { ChannelJson } from '@btt/ledger'
 import type { ServiceInfo } from '../service.js'
 
@@ -13,6 +14,8 @@ export interface NodeStatus {
   api: { url: string }
   home: string
   services: ServiceInfo[]
+  /** This node's signed offer on the mainline DHT. */
+  discovery: OfferStatus
 }
 
 /** `POST /v1/services/:name/enable|disable`. */

@@ -12,7 +12,7 @@ import { zAmount } from './schema.js'
 const shop = defineService({
   name: 'shop',
   description: 'a service with a priced section',
-  config: z.object({ price: zAmount.default(10n ** 15n), max_items: z.int().min(1).default(8) }),
+  config: z.object({ price: zAmount.default(10n ** 15n), max_items: z.int().min(1).default(8), discount: zAmount.optional() }),
   create: () => { throw new Error('not built in config tests') }
 })
 const services = [shop]
@@ -89,12 +89,30 @@ describe('loadConfig', () => {
     ['unknown key in a service', '[services.shop]\nenable = true\n', 'services.shop.enable', 'unknown key'],
     ['bad log level', '[log]\nlevel = "loud"\n', 'log.level', 'Invalid option'],
     ['bad multiaddr', '[p2p]\nlisten = ["/ip4/127.0.0.1/udp/1"]\n', 'p2p.listen.0', 'not a TCP multiaddr'],
-    ['unparsable TOML', '[api\nport = 1\n', 'line 1, column 5', 'not valid TOML']
+    ['unparsable TOML', '[api\nport = 1\n', 'line 1, column 5', 'not valid TOML'],
+    ['DHT bootstrap without a port', '[discovery]\nbootstrap = ["router.bittorrent.com"]\n', 'discovery.bootstrap.0', 'not host:port'],
+    ['DHT bootstrap port 0', '[discovery]\nbootstrap = ["10.0.0.1:0"]\n', 'discovery.bootstrap.0', 'not host:port'],
+    ['DHT bootstrap as a URL', '[discovery]\nbootstrap = ["udp://10.0.0.1:6881"]\n', 'discovery.bootstrap.0', 'not host:port'],
+    ['DHT bootstrap IPv6', '[discovery]\nbootstrap = ["::1:6881"]\n', 'discovery.bootstrap.0', 'not host:port'],
+    ['DHT port out of range', '[discovery]\nport = 65536\n', 'discovery.port', '0–65535']
   ])('rejects %s naming the key', async (_what, toml, key, problem) => {
     const { code, issues, message } = await issuesOf(toml)
     expect(code).toBe('CONFIG_INVALID')
     expect(issues).toContainEqual({ key, problem: expect.stringContaining(problem) })
     expect(message).toContain(key)
+  })
+
+  it('sets a service\'s optional key (no default) from the environment', async () => {
+    const config = await load('', { BTT_NODE_SERVICES_SHOP_DISCOUNT: '0.25' })
+    expect(config.services.shop).toMatchObject({ discount: 25n * 10n ** 16n })
+    expect((await load('')).services.shop?.discount).toBeUndefined()
+  })
+
+  it('discovery: on by default with the mainline routers on udp 7171; bootstrap from the environment as a list', async () => {
+    const config = await load('')
+    expect(config.discovery).toEqual({ enabled: true, bootstrap: ['router.bittorrent.com:6881', 'router.utorrent.com:6881', 'dht.transmissionbt.com:6881'], host: '0.0.0.0', port: 7171 })
+    const env = await load('', { BTT_NODE_DISCOVERY_BOOTSTRAP: '127.0.0.1:7000, dht.example.org:6881', BTT_NODE_DISCOVERY_ENABLED: 'false' })
+    expect(env.discovery).toMatchObject({ enabled: false, bootstrap: ['127.0.0.1:7000', 'dht.example.org:6881'] })
   })
 
   it('rejects an unknown BTT_NODE_* variable and a badly typed one', async () => {

@@ -30,7 +30,7 @@ export async function loadConfig (init: LoadConfigInit): Promise<NodeConfig> {
   const envIssues: ConfigIssue[] = []
   for (const [name, value] of Object.entries(init.env ?? {})) {
     if (!name.startsWith(ENV_PREFIX) || NON_CONFIG_ENV.has(name) || value === undefined) continue
-    const key = envNameToKey(name, defaults)
+    const key = envNameToKey(name, defaults, init.services)
     if (key === undefined) {
       envIssues.push({ key: name, problem: 'unknown environment setting (names are BTT_NODE_<SECTION>_<KEY>, e.g. BTT_NODE_API_PORT)' })
       continue
@@ -94,9 +94,10 @@ function describeIssues (issues: readonly z.core.$ZodIssue[], services: readonly
 
 /**
  * Map `BTT_NODE_API_ALLOWED_HOSTS` to ['api', 'allowed_hosts'] and
- * `BTT_NODE_SERVICES_MY_SVC_PRICE` to ['services', 'my-svc', 'price'], using the known keys.
+ * `BTT_NODE_SERVICES_MY_SVC_PRICE` to ['services', 'my-svc', 'price'], using the known keys
+ * (those with defaults, and a service's optional keys from its schema).
  */
-function envNameToKey (name: string, defaults: NodeConfig): string[] | undefined {
+function envNameToKey (name: string, defaults: NodeConfig, services: readonly ServiceDefinition[]): string[] | undefined {
   const rest = name.slice(ENV_PREFIX.length).toLowerCase()
   const sections = defaults as unknown as Record<string, Record<string, unknown>>
   for (const section of Object.keys(sections)) {
@@ -108,7 +109,8 @@ function envNameToKey (name: string, defaults: NodeConfig): string[] | undefined
         if (tail.startsWith(`${envSvc}_`)) {
           const key = tail.slice(envSvc.length + 1)
           const svcDefaults = (sections.services as Record<string, Record<string, unknown>>)[svc] ?? {}
-          if (key in svcDefaults) return ['services', svc, key]
+          const shape = services.find(d => d.name === svc)?.config.shape ?? {}
+          if (key in svcDefaults || Object.hasOwn(shape, key)) return ['services', svc, key]
         }
       }
       return undefined

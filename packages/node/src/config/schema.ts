@@ -2,7 +2,7 @@ import { isIP } from 'node:net'
 import { parseBtt } from '@btt/channel'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_P2P_LISTEN } from '../constants.js'
+import { DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_DHT_BOOTSTRAP, DEFAULT_DHT_PORT, DEFAULT_P2P_LISTEN } from '../constants.js'
 import type { ServiceDefinition } from '../service.js'
 
 /** A TCP/UDP port. 0 asks the OS for a free one (useful in tests). */
@@ -57,6 +57,25 @@ const p2pSection = z.strictObject({
   announce: z.array(zTcpMultiaddr).max(16).default([])
 })
 
+/** `host:port` of a DHT node: a host name or IPv4 address (bittorrent-dht speaks IPv4 only), a port 1–65535. */
+const zHostPort = z.string().superRefine((text, ctx) => {
+  const m = /^([a-zA-Z0-9.-]{1,253}):(\d{1,5})$/.exec(text)
+  if (m === null || Number(m[2]) < 1 || Number(m[2]) > 65535 || (isIP(m[1] as string) === 0 && !/[a-zA-Z]/.test(m[1] as string))) {
+    ctx.addIssue({ code: 'custom', message: `"${text.slice(0, 80)}" is not host:port, e.g. router.bittorrent.com:6881 or 127.0.0.1:7171` })
+  }
+})
+
+const discoverySection = z.strictObject({
+  /** Publish this node's signed service offer on the mainline DHT while a service with a price runs. */
+  enabled: z.boolean().default(true),
+  /** DHT nodes to join through (host:port). Default: the mainline DHT's public routers. */
+  bootstrap: z.array(zHostPort).max(32).default([...DEFAULT_DHT_BOOTSTRAP]),
+  /** Address the DHT's UDP socket binds. */
+  host: zHost.default('0.0.0.0'),
+  /** UDP port of the DHT node (open it in the firewall with the libp2p TCP port). */
+  port: zPort.default(DEFAULT_DHT_PORT)
+})
+
 const ledgerSection = z.strictObject({
   /** A ledger server (`btt-node ledger serve`) shared by many nodes. Empty: the embedded ledger in <home>/data/ledger.db. */
   url: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'must be an http(s) URL or empty' })]).default(''),
@@ -95,6 +114,7 @@ export function buildConfigSchema (services: readonly ServiceDefinition[]) {
     log: logSection.prefault({}),
     api: apiSection.prefault({}),
     p2p: p2pSection.prefault({}),
+    discovery: discoverySection.prefault({}),
     ledger: ledgerSection.prefault({}),
     payments: paymentsSection.prefault({}),
     services: z.strictObject(serviceShape).prefault({})
