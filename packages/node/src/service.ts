@@ -53,10 +53,14 @@ export interface ServicePayments {
   /** This node's wallet account (hex public key): what requesters open channels to. */
   readonly account: string
   readonly ledgerId: string
-  /** Provider side: `meter.open({ peer, channelId, price })` → prepare/apply/accept. */
-  readonly meter: Pick<Meter, 'open' | 'isBanned'>
+  /** Provider side: `meter.open({ peer, channelId, price })` → prepare/apply/accept; `channel(id)` is an incoming channel's state (deposit, highest voucher). */
+  readonly meter: Pick<Meter, 'open' | 'isBanned' | 'channel'>
   /** Requester side: pay `amount` more on an outgoing channel; returns the voucher (binary form) to send. */
   pay(channelId: string, amount: bigint): Promise<Uint8Array>
+  /** Requester side: the voucher for everything paid so far on a channel (to re-send after a reconnect or crash). */
+  latestVoucher(channelId: string): Promise<Uint8Array>
+  /** Requester side: an outgoing channel's state (spent, deposit, expiry), if known. */
+  outgoing(channelId: string): OutgoingChannel | undefined
   /** Requester side: an open outgoing channel to `payee` with at least `min` unspent. */
   findChannel(payee: string, min: bigint): OutgoingChannel | undefined
   /** Requester side: open a channel at the ledger (locks `deposit` from the wallet's balance). */

@@ -5,6 +5,9 @@ import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
 import type { Logger } from 'pino'
 import { API_MAX_BODY_BYTES } from '../constants.js'
+
+/** Service routes that stream request bodies: `/v1/services/<name>/stream/…`. */
+const STREAM_ROUTE = /^\/v1\/services\/[a-z][a-z0-9-]*\/stream\//
 import { HostForbiddenError, RouteNotFoundError, ServiceNotRunningError, UnauthorizedError } from '../errors.js'
 import type { NodeMetrics } from '../metrics.js'
 import type { ServiceManager } from '../service.js'
@@ -49,7 +52,9 @@ export function createAdminApp (init: AdminApiInit): Hono {
       init.metrics.apiRequests.inc({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) })
     }
   })
-  app.use('*', bodyLimit({ maxSize: API_MAX_BODY_BYTES, onError: () => { throw new HTTPException(413, { message: `request body over ${API_MAX_BODY_BYTES} bytes` }) } }))
+  // a service's /stream/ routes take bodies of any size (file uploads) and enforce their own limits
+  const limit = bodyLimit({ maxSize: API_MAX_BODY_BYTES, onError: () => { throw new HTTPException(413, { message: `request body over ${API_MAX_BODY_BYTES} bytes` }) } })
+  app.use('*', async (c, next) => STREAM_ROUTE.test(c.req.path) ? await next() : await limit(c, next))
 
   app.get('/v1/status', c => c.json(init.status()))
   app.get('/v1/services', c => c.json({ services: init.services.list() }))

@@ -87,6 +87,38 @@ export class AdminClient {
     return await this.request<T>(method, `/v1/services/${encodeURIComponent(name)}${path}`, body)
   }
 
+  /**
+   * A service's streaming route (`/v1/services/<name>/stream/…`): the body may be a stream of any
+   * size and the raw Response is returned for the caller to read. No overall timeout: long
+   * transfers are bounded by `signal`. A non-2xx answer throws AdminApiError.
+   */
+  async serviceStream (name: string, method: string, path: string, init: { body?: ReadableStream<Uint8Array> | Uint8Array, signal?: AbortSignal } = {}): Promise<Response> {
+    let res: Response
+    try {
+      res = await fetch(`${this.url}/v1/services/${encodeURIComponent(name)}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${this.token}`, ...(init.body !== undefined ? { 'content-type': 'application/octet-stream' } : {}) },
+        ...(init.body !== undefined ? { body: init.body, duplex: 'half' } : {}),
+        ...(init.signal !== undefined ? { signal: init.signal } : {})
+      } as RequestInit)
+    } catch (err) {
+      if ((err as Error).name === 'AbortError') throw err
+      throw new NodeNotRunningError(this.url, { cause: err })
+    }
+    if (!res.ok) await this.raise(res)
+    return res
+  }
+
+  private async raise (res: Response): Promise<never> {
+    const text = await res.text()
+    let parsed: Partial<ApiErrorBody> | undefined
+    try {
+      parsed = JSON.parse(text) as ApiErrorBody
+    } catch {}
+    const e = parsed?.error
+    throw new AdminApiError(e?.code ?? `HTTP_${res.status}`, res.status, e?.message ?? (text.slice(0, 200) || res.statusText))
+  }
+
   private async request<T> (method: string, path: string, body?: unknown, as: 'json' | 'text' = 'json'): Promise<T> {
     let res: Response
     try {
@@ -102,15 +134,7 @@ export class AdminClient {
     } catch (err) {
       throw new NodeNotRunningError(this.url, { cause: err })
     }
-    if (!res.ok) {
-      const text = await res.text()
-      let parsed: Partial<ApiErrorBody> | undefined
-      try {
-        parsed = JSON.parse(text) as ApiErrorBody
-      } catch {}
-      const e = parsed?.error
-      throw new AdminApiError(e?.code ?? `HTTP_${res.status}`, res.status, e?.message ?? (text.slice(0, 200) || res.statusText))
-    }
+    if (!res.ok) await this.raise(res)
     return (as === 'text' ? await res.text() : await res.json()) as T
   }
 }

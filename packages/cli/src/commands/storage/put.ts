@@ -1,0 +1,107 @@
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { basename } from 'node:path'
+import { Readable } from 'node:stream'
+import { parseBtt } from '@btt/channel'
+import { readConfigFile } from '@btt/node'
+import { Args, Flags } from '@oclif/core'
+import { BaseCommand } from '../../base.js'
+import { btt, parseDuration } from '../../format.js'
+import { ProgressLine } from '../../progress.js'
+import { bytes } from '../../seed-format.js'
+import { printFile, type StoredFileJson } from '../../storage-format.js'
+
+const HOST_PORT = /^([a-zA-Z0-9.-]+):(\d{1,5})$/
+const MAINLINE_BOOTSTRAP = ['router.bittorrent.com:6881', 'router.utorrent.com:6881', 'dht.transmissionbt.com:6881']
+
+export default class StoragePut extends BaseCommand {
+  static override description = 'Encrypt a file and store it with a provider for a duration, paid per proven period (the running node keeps the key, root and contract)'
+  static override enableJsonFlag = true
+  static override examples = [
+    '<%= config.bin %> storage put ./backup.tar --provider /ip4/203.0.113.7/tcp/7171/p2p/12D3KooW… --duration 30d --max-price 2',
+    '<%= config.bin %> storage put ./backup.tar --provider auto --duration 90d --max-price 1.5'
+  ]
+
+  static override args = { file: Args.string({ description: 'the file to store', required: true }) }
+  static override flags = {
+    provider: Flags.string({ description: 'provider multiaddr ending in /p2p/<peer id>, or "auto" to pick the cheapest on the DHT', required: true }),
+    duration: Flags.string({ description: 'how long to store it: 12h, 30d, 2w', required: true }),
+    'max-price': Flags.string({ description: 'highest storage price accepted, BTT per GiB·month', required: true }),
+    bootstrap: Flags.string({ description: 'with --provider auto: DHT bootstrap host:port (repeatable) [default: discovery.bootstrap of the config]', multiple: true })
+  }
+
+  async run (): Promise<{ file: StoredFileJson }> {
+    const { args, flags } = await this.parse(StoragePut)
+    let durationMs: number
+    let maxPrice: bigint
+    try {
+      durationMs = parseDuration(flags.duration)
+    } catch (err) {
+      this.error(`--duration: ${(err as Error).message}`, { exit: 2 })
+    }
+    try {
+      maxPrice = parseBtt(flags['max-price'])
+    } catch (err) {
+      this.error(`--max-price: ${(err as Error).message}`, { exit: 2 })
+    }
+    const st = await stat(args.file).catch((err: NodeJS.ErrnoException) => this.error(`${args.file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`, { exit: 2 }))
+    if (!st.isFile()) this.error(`${args.file} is not a regular file`, { exit: 2 })
+    const home = this.homeFrom(flags)
+    const client = await this.client(home)
+
+    let addrs: string[]
+    if (flags.provider === 'auto') {
+      addrs = await this.pickProvider(home, client, maxPrice, flags.bootstrap)
+    } else {
+      if (!/\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/.test(flags.provider)) this.error('--provider must be a multiaddr ending in /p2p/<peer id> (see `btt-node providers find storage`), or auto', { exit: 2 })
+      addrs = [flags.provider]
+    }
+
+    const progress = new ProgressLine(st.size, 'uploading', !this.jsonEnabled())
+    let sent = 0
+    const file = createReadStream(args.file, { highWaterMark: 1024 * 1024 })
+    file.on('data', (chunk) => { sent += chunk.length; progress.update(sent) })
+    const q = new URLSearchParams({ name: basename(args.file), size: String(st.size), duration: String(Math.ceil(durationMs / 1000)), max_price: maxPrice.toString() })
+    for (const a of addrs) q.append('provider', a)
+    const ac = new AbortController()
+    process.once('SIGINT', () => { ac.abort() })
+    const res = await client.serviceStream('storage', 'POST', `/stream/files?${q.toString()}`, { body: Readable.toWeb(file) as ReadableStream<Uint8Array>, signal: ac.signal })
+    const out = await res.json() as { file: StoredFileJson }
+    progress.done()
+    if (!this.jsonEnabled()) {
+      this.log(`stored ${out.file.name} (${bytes(out.file.plainSize)}) in ${progress.seconds.toFixed(1)} s`)
+      printFile(this, out.file)
+    }
+    return out
+  }
+
+  /** The cheapest verified storage offer on the DHT within --max-price that settles on this node's ledger. */
+  private async pickProvider (home: string, client: Awaited<ReturnType<BaseCommand['client']>>, maxPrice: bigint, bootstrapFlag: string[] | undefined): Promise<string[]> {
+    const { Discovery } = await import('@btt/discovery')
+    const { generateKeyPair } = await import('@btt/channel')
+    const { homePaths } = await import('@btt/node')
+    const raw = await readConfigFile(homePaths(home).config)
+    const configured = ((raw.discovery ?? {}) as { bootstrap?: string[] }).bootstrap
+    const bootstrap = bootstrapFlag ?? configured ?? MAINLINE_BOOTSTRAP
+    for (const b of bootstrap) if (!HOST_PORT.test(b)) this.error(`bootstrap ${b}: expected host:port`, { exit: 2 })
+    const local = bootstrap.every(b => /^(127\.|localhost$)/.test(HOST_PORT.exec(b)?.[1] ?? ''))
+    const ledger = (await client.wallet()).ledger.ledgerId
+    const dht = new Discovery({ keyPair: generateKeyPair(), bootstrap, host: local ? '127.0.0.1' : '0.0.0.0', port: 0 })
+    let found: Awaited<ReturnType<typeof dht.findProviders>>
+    try {
+      await dht.start()
+      found = await dht.findProviders('storage', { timeoutMs: 10_000, limit: 50 })
+    } finally {
+      await dht.stop()
+    }
+    const usable = found
+      .filter(o => o.offer.ledger === ledger && (o.offer.prices.storage ?? maxPrice + 1n) <= maxPrice && o.offer.addrs.length > 0)
+      .sort((a, b) => (a.offer.prices.storage as bigint) < (b.offer.prices.storage as bigint) ? -1 : 1)
+    const best = usable[0]
+    if (best === undefined) {
+      this.error(`no storage provider on the DHT at or below ${btt(maxPrice)} per GiB·month on ledger ${ledger.slice(0, 16)}… (${found.length} offer(s) found); raise --max-price or name one with --provider`, { exit: 1 })
+    }
+    if (!this.jsonEnabled()) this.logToStderr(`provider ${Buffer.from(best.publicKey).toString('hex').slice(0, 16)}… at ${btt(best.offer.prices.storage as bigint)} per GiB·month (${usable.length} of ${found.length} offers qualify)`)
+    return best.offer.addrs
+  }
+}

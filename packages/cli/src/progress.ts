@@ -1,0 +1,34 @@
+import { bar, bytes, percent, rate } from './seed-format.js'
+
+/**
+ * A progress line on stderr for long transfers: `[#####.....] 50.0%  12 MiB of 24 MiB  30.1 MiB/s`.
+ * Drawn only on a TTY and at most 10 times a second; `done()` ends the line.
+ */
+export class ProgressLine {
+  private readonly started = performance.now()
+  private last = 0
+  private readonly tty: boolean
+
+  constructor (private readonly total: number, private readonly label: string, enabled = true) {
+    this.tty = enabled && process.stderr.isTTY === true
+  }
+
+  update (done: number): void {
+    if (!this.tty) return
+    const now = performance.now()
+    if (now - this.last < 100 && done < this.total) return
+    this.last = now
+    const p = this.total > 0 ? done / this.total : 1
+    const secs = (now - this.started) / 1000
+    process.stderr.write(`\r${this.label} ${bar(p)} ${percent(p)}  ${bytes(done)} of ${bytes(this.total)}  ${rate(secs > 0 ? done / secs : 0)}   `)
+  }
+
+  done (): void {
+    if (this.tty) process.stderr.write('\n')
+  }
+
+  /** Seconds since the start. */
+  get seconds (): number {
+    return (performance.now() - this.started) / 1000
+  }
+}
