@@ -8,6 +8,7 @@ import { benchLedger } from './ledger.ts'
 import { benchSeeding } from './seeding.ts'
 import { benchSeedingPaid } from './seeding-paid.ts'
 import { benchStart } from './start.ts'
+import { benchStorageProof } from './storage-proof.ts'
 import { benchTracker } from './tracker.ts'
 
 const BENCHES: Record<string, () => Promise<void>> = {
@@ -17,6 +18,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   fuzz: benchFuzz,
   seeding: benchSeeding,
   'seeding-paid': benchSeedingPaid,
+  'storage-proof': benchStorageProof,
   tracker: benchTracker
 }
 

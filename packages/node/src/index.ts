@@ -27,3 +27,4 @@ export { startPayments, servicePaymentsOf, type Payments, type PaymentsInit } fr
 export * from './errors.js'
 export { DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_P2P_LISTEN, SHUTDOWN_DEADLINE_MS } from './constants.js'
 export { writeFileAtomic } from './fs.js'
+export { createP2PHost, type P2PHost, type P2PHostInit } from './p2p.js'

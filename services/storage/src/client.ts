@@ -150,14 +150,53 @@ export class StorageClient {
   }
 
   close (): void {
-    clearInterval(this.timer)
+    this.stopSchedule()
     this.db.close()
   }
 
-  /** Challenge every active contract whose period is due, on a timer. */
-  startSchedule (tickMs: number): void {
-    this.timer = setInterval(() => { this.tick().catch(err => { this.init.logger.warn({ err }, 'storage proof round failed') }) }, tickMs)
-    this.timer.unref()
+  /**
+   * Challenge every active contract when its next period falls due: sleeps until the earliest due
+   * time (at least `minMs`, at most a minute, so new contracts and retries are picked up).
+   */
+  startSchedule (minMs = 250): void {
+    let stopped = false
+    let running = false
+    const loop = (): void => {
+      if (stopped || running) return
+      running = true
+      clearTimeout(this.timer)
+      this.tick().catch(err => { this.init.logger.warn({ err }, 'storage proof round failed') }).finally(() => {
+        running = false
+        if (stopped) return
+        clearTimeout(this.timer)
+        this.timer = setTimeout(loop, Math.min(60_000, Math.max(minMs, this.nextDue() - this.now())))
+        this.timer.unref()
+      })
+    }
+    this.stopSchedule = () => { stopped = true; clearTimeout(this.timer) }
+    // a new contract may fall due before the current sleep ends
+    this.reschedule = () => {
+      if (stopped || running) return
+      clearTimeout(this.timer)
+      this.timer = setTimeout(loop, Math.min(60_000, Math.max(minMs, this.nextDue() - this.now())))
+      this.timer.unref()
+    }
+    loop()
+  }
+
+  private stopSchedule: () => void = () => {}
+  private reschedule: () => void = () => {}
+
+  /** When the earliest active contract's next period falls due (ms), or a minute from now. */
+  private nextDue (): number {
+    let next = this.now() + 60_000
+    for (const f of this.list()) {
+      if (f.status !== 'active' || f.paidPeriods >= f.periods) continue
+      // a contract that missed stays due: retry it after a few seconds, not in a tight loop
+      const due = (f.start + (f.paidPeriods + 1) * f.period) * 1000
+      next = Math.min(next, due <= this.now() ? this.now() + Math.min(5000, f.period * 1000) : due)
+    }
+    return next
   }
 
   /** One round of scheduled proofs: each active contract with a period due is challenged once. */
@@ -262,6 +301,7 @@ export class StorageClient {
         contract.id, fileId, opts.name, opts.size, size, root, provider, JSON.stringify(opts.addrs), terms.account, channel.id,
         contract.start, contract.period, contract.periods, contract.price.toString(), contract.retrieval.toString(), contract.allowed_misses, this.now())
       this.init.logger.info({ file: contract.id, name: opts.name, size: opts.size, provider }, 'file stored')
+      this.reschedule()
       return this.get(contract.id)
     } finally {
       await io?.stream.close().catch(() => {})

@@ -220,8 +220,8 @@ export const storageService = defineService({
           await p.start()
           provider = p
         }
-        if (config.challenge) c.startSchedule(Math.min(60_000, Math.max(500, config.proof_period_seconds * 250)))
         client = c
+        if (config.challenge) c.startSchedule()
       },
       stop: async () => {
         const p = provider
