@@ -8,6 +8,7 @@ import { benchLedger } from './ledger.ts'
 import { benchSeeding } from './seeding.ts'
 import { benchSeedingPaid } from './seeding-paid.ts'
 import { benchStart } from './start.ts'
+import { benchStorage } from './storage.ts'
 import { benchStorageProof } from './storage-proof.ts'
 import { benchTracker } from './tracker.ts'
 
@@ -19,6 +20,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   seeding: benchSeeding,
   'seeding-paid': benchSeedingPaid,
   'storage-proof': benchStorageProof,
+  storage: benchStorage,
   tracker: benchTracker
 }
 

@@ -6,6 +6,8 @@ import { StorageError } from './errors.js'
 export interface BlobWriter {
   readonly written: number
   write(bytes: Uint8Array): Promise<void>
+  /** Append several buffers in one system call where the platform allows. */
+  writev(list: Uint8Array[]): Promise<void>
   /** fsync the data and its tree, then publish them under `root` (hex). */
   commit(root: string, tree: Uint8Array): Promise<void>
   /** Drop the partial upload. */
@@ -67,6 +69,27 @@ export class FsBlobStore implements BlobStore {
           const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off, written)
           off += bytesWritten
           written += bytesWritten
+        }
+      },
+      writev: async (list: Uint8Array[]) => {
+        let total = 0
+        for (const b of list) total += b.byteLength
+        let { bytesWritten } = await fh.writev(list, written)
+        written += bytesWritten
+        if (bytesWritten < total) {
+          // a short write: finish the rest one buffer at a time
+          let skip = bytesWritten
+          for (const b of list) {
+            if (skip >= b.byteLength) { skip -= b.byteLength; continue }
+            const rest = b.subarray(skip)
+            skip = 0
+            let off = 0
+            while (off < rest.byteLength) {
+              ({ bytesWritten } = await fh.write(rest, off, rest.byteLength - off, written))
+              off += bytesWritten
+              written += bytesWritten
+            }
+          }
         }
       },
       commit: async (root: string, tree: Uint8Array) => {

@@ -7,7 +7,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { Decryptor, Encryptor, ciphertextSize, fileKey, newFileId } from './crypto.js'
 import { StorageError } from './errors.js'
-import { CHUNK_BYTES, SEGMENT_BYTES, TreeBuilder } from './merkle.js'
+import { ParallelTreeBuilder } from './hasher.js'
+import { CHUNK_BYTES, SEGMENT_BYTES } from './merkle.js'
 import { challengeIndices, decodeProof, verifyChunk, verifyProof } from './proof.js'
 import {
   CHALLENGE_SEGMENTS, FRAME_DATA, FRAME_PROOF, Framed, MAX_DATA_FRAME, STORAGE_PROTOCOL, chunkAmount, parseMessage, periodAmount,
@@ -275,23 +276,36 @@ export class StorageClient {
       await this.expect(io, 'ready')
       const fileId = newFileId()
       const enc = new Encryptor(fileKey(this.init.masterKey, fileId), { name: opts.name, size: opts.size })
-      const builder = new TreeBuilder(size)
+      const builder = new ParallelTreeBuilder(size)
       const out = io
+      const timing = { source: 0, encrypt: 0, hash: 0, send: 0 }
       const send = async (pieces: Uint8Array[]): Promise<void> => {
         for (const p of pieces) {
-          builder.push(p)
+          let t = performance.now()
+          await builder.push(p)
+          timing.hash += performance.now() - t
+          t = performance.now()
           await out.send(FRAME_DATA, p)
+          timing.send += performance.now() - t
         }
       }
       let plain = 0
+      const tStart = performance.now()
+      let tSrc = performance.now()
       for await (const chunk of opts.source) {
+        timing.source += performance.now() - tSrc
         opts.signal?.throwIfAborted()
         plain += chunk.byteLength
-        await send(enc.push(chunk))
+        const t = performance.now()
+        const pieces = enc.push(chunk)
+        timing.encrypt += performance.now() - t
+        await send(pieces)
         opts.onProgress?.(plain)
+        tSrc = performance.now()
       }
       await send(enc.final())
-      const tree = builder.finish()
+      this.init.logger.debug({ totalMs: Math.round(performance.now() - tStart), sourceMs: Math.round(timing.source), encryptMs: Math.round(timing.encrypt), hashMs: Math.round(timing.hash), sendMs: Math.round(timing.send) }, 'put timing')
+      const tree = await builder.finish()
       const root = toHex(tree.root)
       await io.sendJson({ t: 'commit', root })
       const { contract } = await this.expect(io, 'stored', 600_000)
@@ -470,6 +484,39 @@ export class StorageClient {
         await io.stream.close().catch(() => {})
       }
     })
+  }
+
+  /**
+   * Raw stream throughput to a file's provider, both ways, without encryption, hashing or payment:
+   * the ceiling that uploads and retrievals are measured against.
+   */
+  async speedtest (id: string, bytes: number): Promise<{ upMBps: number, downMBps: number }> {
+    const f = this.row(id)
+    const up = await this.dialFile(f)
+    let upMs: number
+    try {
+      const t0 = performance.now()
+      await up.sendJson({ t: 'speedtest', direction: 'up', bytes })
+      await up.sendRaw(bytes)
+      const r = await this.readMessage(up, 300_000)
+      raiseIfError(r)
+      upMs = performance.now() - t0
+    } finally {
+      await up.stream.close().catch(() => {})
+    }
+    const down = await this.dialFile(f)
+    let downMs: number
+    try {
+      const t0 = performance.now()
+      await down.sendJson({ t: 'speedtest', direction: 'down', bytes })
+      await down.discardRaw(bytes)
+      const r = await this.readMessage(down, 300_000)
+      raiseIfError(r)
+      downMs = performance.now() - t0
+    } finally {
+      await down.stream.close().catch(() => {})
+    }
+    return { upMBps: bytes / 1e6 / (upMs / 1000), downMBps: bytes / 1e6 / (downMs / 1000) }
   }
 
   /** Tell the provider to delete the data; no further periods are paid. */

@@ -23,6 +23,9 @@ export const MAX_PROOF_FRAME = 256 * 1024
 /** What the client sends per data frame. */
 export const UPLOAD_FRAME_BYTES = 256 * 1024
 
+/** A speed test moves at most this much (it is free: contract holders only, one at a time per peer). */
+export const MAX_SPEEDTEST_BYTES = 512 * 1024 * 1024
+
 /** Proof challenges ask for this many segments. */
 export const CHALLENGE_SEGMENTS = 16
 /** Prices are per GiB per 30-day month (storage) and per GiB (retrieval). */
@@ -75,7 +78,9 @@ export const zClientMessage = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('pay'), contract: zId, period: zCount, voucher: z.string().regex(/^[0-9a-f]{2,1024}$/) }),
   z.strictObject({ t: z.literal('retrieve'), contract: zId, from: zCount }),
   z.strictObject({ t: z.literal('cancel'), contract: zId }),
-  z.strictObject({ t: z.literal('done') })
+  z.strictObject({ t: z.literal('done') }),
+  /** link speed test (contract holders only): the client then sends `bytes` raw bytes, or the provider does */
+  z.strictObject({ t: z.literal('speedtest'), direction: z.enum(['up', 'down']), bytes: z.int().min(1).max(MAX_SPEEDTEST_BYTES) })
 ])
 export type ClientMessage = z.output<typeof zClientMessage>
 
@@ -104,6 +109,8 @@ export const zProviderMessage = z.discriminatedUnion('t', [
   /** `length` data bytes follow in data frames; `path` verifies the chunk against the root */
   z.strictObject({ t: z.literal('chunk'), index: zCount, length: z.int().min(1).max(64 * 1024 * 1024), price: zAmount, path: z.array(zHex32).max(64) }),
   z.strictObject({ t: z.literal('end') }),
+  /** speed test result as the provider measured it */
+  z.strictObject({ t: z.literal('speed'), bytes: zCount, ms: z.number().min(0) }),
   z.strictObject({ t: z.literal('cancelled') }),
   z.strictObject({ t: z.literal('error'), code: z.string().max(64), message: z.string().max(1024), paid_periods: zCount.optional() })
 ])
@@ -185,6 +192,25 @@ export class Framed {
 
   async sendJson (msg: Record<string, unknown>): Promise<void> {
     await this.send(FRAME_JSON, Buffer.from(JSON.stringify(msg, (_k, v: unknown) => typeof v === 'bigint' ? v.toString() : v)))
+  }
+
+  /** Read and discard `n` raw (unframed) bytes: buffered ones first, then the stream's. */
+  async discardRaw (n: number): Promise<void> {
+    let left = n
+    while (left > 0) {
+      if (this.buffered === 0 && !(await this.fill(1))) throw new StorageError('STORAGE_PROTOCOL', `stream ended ${left} bytes early`)
+      const k = Math.min(left, this.buffered)
+      this.take(k)
+      left -= k
+    }
+  }
+
+  /** Write `n` raw bytes (zeros) with backpressure. */
+  async sendRaw (n: number, block = 256 * 1024): Promise<void> {
+    const buf = new Uint8Array(block)
+    for (let left = n; left > 0; left -= block) {
+      if (!this.stream.send(left >= block ? buf : buf.subarray(0, left))) await this.stream.onDrain()
+    }
   }
 
   private async fill (n: number): Promise<boolean> {

@@ -4,9 +4,10 @@ import { decodeVoucher, toHex } from '@btt/channel'
 import type { ServicePayments } from '@btt/node'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from 'pino'
-import type { FsBlobStore } from './blobs.js'
+import type { BlobWriter, FsBlobStore } from './blobs.js'
 import { StorageError } from './errors.js'
-import { CHUNK_BYTES, SEGMENT_BYTES, SECTOR_SEGMENTS, Tree, TreeBuilder } from './merkle.js'
+import { ParallelTreeBuilder } from './hasher.js'
+import { CHUNK_BYTES, SEGMENT_BYTES, SECTOR_SEGMENTS, Tree } from './merkle.js'
 import { challengeIndices, chunkPath, encodeProof, generateProof } from './proof.js'
 import {
   CHALLENGE_SEGMENTS, FRAME_DATA, FRAME_PROOF, Framed, MAX_DATA_FRAME, chunkAmount, parseMessage, periodAmount, periodsOf,
@@ -14,6 +15,8 @@ import {
 } from './protocol.js'
 
 const SECTOR_BYTES = SEGMENT_BYTES * SECTOR_SEGMENTS
+/** Upload bytes are written to disk in batches of this size (one writev each). */
+const WRITE_BATCH_BYTES = 8 * 1024 * 1024
 
 export interface ProviderConfig {
   /** base units per GiB per 30 days */
@@ -83,6 +86,10 @@ export class StorageProvider {
   private readonly db: DatabaseSync
   private readonly now: () => number
   private readonly uploading = new Map<string, number>()
+  /** upload id → channel, so two uploads cannot be backed by one channel */
+  private readonly channelsUploading = new Map<string, string>()
+  /** contract id → its payment in progress: period payments of one contract run one at a time */
+  private readonly paying = new Map<string, Promise<unknown>>()
   private timer: NodeJS.Timeout | undefined
 
   constructor (private readonly init: ProviderInit) {
@@ -175,6 +182,7 @@ export class StorageProvider {
         case 'challenge': await this.challenge(io, peer, msg); break
         case 'retrieve': await this.retrieve(io, peer, msg); break
         case 'cancel': await this.cancel(io, peer, msg.contract); break
+        case 'speedtest': await this.speedtest(io, peer, msg); break
         default: throw new StorageError('STORAGE_PROTOCOL', `unexpected ${msg.t} at the start of a stream`)
       }
       await stream.close().catch(() => {})
@@ -200,44 +208,66 @@ export class StorageProvider {
     if (msg.size > free) throw new StorageError('STORAGE_OVER_QUOTA', `over quota: this provider has ${Math.max(0, free)} bytes free of ${c.quotaBytes}; the upload needs ${msg.size}`)
     if (this.uploading.size >= c.maxUploads) throw new StorageError('STORAGE_BUSY', `${c.maxUploads} uploads are under way; try again later`)
 
-    // the channel must pay us and cover every period, and stay open past the last one
-    const periods = periodsOf(msg.duration, msg.period)
-    const perPeriod = periodAmount(msg.price, msg.size, msg.period)
-    await this.init.payments.meter.open({ peer, channelId: msg.channel, price: perPeriod })
-    const ch = this.init.payments.meter.channel(msg.channel)
-    const need = perPeriod * BigInt(periods)
-    if (ch.deposit - ch.highest < need) throw new StorageError('STORAGE_CHANNEL_SHORT', `channel ${msg.channel} has ${ch.deposit - ch.highest} base units left; ${periods} periods cost ${need}`)
-    const lastPayment = this.now() + (periods + 1) * msg.period * 1000
-    if (ch.expiresAt < lastPayment + c.channelMarginMs) throw new StorageError('STORAGE_CHANNEL_SHORT', `channel ${msg.channel} expires at ${new Date(ch.expiresAt).toISOString()}, before the contract's last payment (${new Date(lastPayment + c.channelMarginMs).toISOString()})`)
-
+    // reserve the space and the upload slot now: the checks below wait on the ledger and the disk
     const uploadId = randomBytes(16).toString('hex')
     this.uploading.set(uploadId, msg.size)
-    const writer = await this.init.blobs.create(uploadId)
+    let writer: BlobWriter | undefined
     let committed = false
     try {
+      // the channel must pay us, back this contract only, cover every period and stay open past the last one
+      const periods = periodsOf(msg.duration, msg.period)
+      const perPeriod = periodAmount(msg.price, msg.size, msg.period)
+      const inUse = this.db.prepare("SELECT COUNT(*) AS n FROM contracts WHERE channel = ? AND status = 'active'").get(msg.channel) as { n: number }
+      if (inUse.n > 0) throw new StorageError('STORAGE_CHANNEL_IN_USE', `channel ${msg.channel} already backs a contract; open one channel per contract`)
+      for (const [id, reserved] of this.channelsUploading) if (reserved === msg.channel && id !== uploadId) throw new StorageError('STORAGE_CHANNEL_IN_USE', `channel ${msg.channel} backs an upload under way`)
+      this.channelsUploading.set(uploadId, msg.channel)
+      await this.init.payments.meter.open({ peer, channelId: msg.channel, price: perPeriod })
+      const ch = this.init.payments.meter.channel(msg.channel)
+      const need = perPeriod * BigInt(periods)
+      if (ch.deposit - ch.highest < need) throw new StorageError('STORAGE_CHANNEL_SHORT', `channel ${msg.channel} has ${ch.deposit - ch.highest} base units left; ${periods} periods cost ${need}`)
+      const lastPayment = this.now() + (periods + 1) * msg.period * 1000
+      if (ch.expiresAt < lastPayment + c.channelMarginMs) throw new StorageError('STORAGE_CHANNEL_SHORT', `channel ${msg.channel} expires at ${new Date(ch.expiresAt).toISOString()}, before the contract's last payment (${new Date(lastPayment + c.channelMarginMs).toISOString()})`)
+      writer = await this.init.blobs.create(uploadId)
       await io.sendJson({ t: 'ready', upload: uploadId })
-      const builder = new TreeBuilder(msg.size)
+      const builder = new ParallelTreeBuilder(msg.size)
+      const t0 = performance.now()
+      let hashMs = 0
+      let writeWaitMs = 0
       let received = 0
       let pending: Promise<void> = Promise.resolve()
+      // frames are written in batches of up to 8 MiB (one writev), one batch in flight while the next fills
+      let batch: Uint8Array[] = []
+      let batchBytes = 0
       while (received < msg.size) {
         const f = await withTimeout(io.read(), c.idleTimeoutMs, 'STORAGE_UPLOAD_IDLE', `no upload data for ${c.idleTimeoutMs / 1000} s`)
         if (f === undefined) throw new StorageError('STORAGE_UPLOAD_TRUNCATED', `upload ended after ${received} of ${msg.size} bytes`)
         if (f.type !== FRAME_DATA) throw new StorageError('STORAGE_PROTOCOL', 'expected upload data')
         if (received + f.payload.byteLength > msg.size) throw new StorageError('STORAGE_SIZE_MISMATCH', `upload is longer than the ${msg.size} bytes agreed`)
         received += f.payload.byteLength
-        builder.push(f.payload)
-        // write behind: the disk write of this frame overlaps reading and hashing the next
-        await pending
-        pending = writer.write(f.payload)
+        const th = performance.now()
+        await builder.push(f.payload)
+        hashMs += performance.now() - th
+        batch.push(f.payload)
+        batchBytes += f.payload.byteLength
+        if (batchBytes >= WRITE_BATCH_BYTES || received === msg.size) {
+          const tw = performance.now()
+          await pending
+          writeWaitMs += performance.now() - tw
+          pending = writer.writev(batch)
+          batch = []
+          batchBytes = 0
+        }
       }
       await pending
       const commit = parseMessage(zClientMessage, await withTimeout(io.readJson(), c.idleTimeoutMs, 'STORAGE_UPLOAD_IDLE', 'no commit'))
       if (commit.t !== 'commit') throw new StorageError('STORAGE_PROTOCOL', `expected commit, got ${commit.t}`)
-      const tree = builder.finish()
+      const tree = await builder.finish()
       const root = toHex(tree.root)
       if (root !== commit.root) throw new StorageError('STORAGE_ROOT_MISMATCH', `the data's Merkle root is ${root}, the client claims ${commit.root}`)
+      const tc = performance.now()
       await writer.commit(root, tree.serialize())
       committed = true
+      this.init.logger.info({ size: msg.size, receiveMs: Math.round(tc - t0), hashMs: Math.round(hashMs), writeWaitMs: Math.round(writeWaitMs), commitMs: Math.round(performance.now() - tc) }, 'upload received and committed')
       const id = randomBytes(16).toString('hex')
       const start = Math.floor(this.now() / 1000)
       this.db.prepare(`INSERT INTO contracts (id, owner, channel, root, size, start, period, periods, price, retrieval, allowed_misses, status, created)
@@ -249,7 +279,8 @@ export class StorageProvider {
       await io.sendJson({ t: 'stored', contract })
     } finally {
       this.uploading.delete(uploadId)
-      if (!committed) await writer.abort()
+      this.channelsUploading.delete(uploadId)
+      if (!committed) await writer?.abort()
     }
   }
 
@@ -305,6 +336,18 @@ export class StorageProvider {
    * the client re-sends it, and one voucher can never pay two periods.
    */
   private async payPeriod (peer: string, contractId: string, period: number, voucherBytes: Uint8Array): Promise<number> {
+    const prev = this.paying.get(contractId) ?? Promise.resolve()
+    const run = prev.then(async () => await this.payPeriodNow(peer, contractId, period, voucherBytes), async () => await this.payPeriodNow(peer, contractId, period, voucherBytes))
+    const tail = run.catch(() => {})
+    this.paying.set(contractId, tail)
+    try {
+      return await run
+    } finally {
+      if (this.paying.get(contractId) === tail) this.paying.delete(contractId)
+    }
+  }
+
+  private async payPeriodNow (peer: string, contractId: string, period: number, voucherBytes: Uint8Array): Promise<number> {
     const row = this.contractOf(peer, contractId)
     if (period < row.paid_periods) throw Object.assign(new StorageError('STORAGE_ALREADY_PAID', `period ${period} is already paid (${row.paid_periods} of ${row.periods})`), { paidPeriods: row.paid_periods })
     if (period !== row.paid_periods || period >= row.periods) throw new StorageError('STORAGE_BAD_PERIOD', `the next period to pay is ${row.paid_periods} of ${row.periods}`)
@@ -335,14 +378,10 @@ export class StorageProvider {
         throw err
       }
     }
-    this.db.exec('BEGIN IMMEDIATE')
-    try {
-      this.db.prepare('UPDATE contracts SET paid_periods = paid_periods + 1, earned = ? WHERE id = ?').run((BigInt(row.earned) + amount).toString(), row.id)
-      this.db.exec('COMMIT')
-    } catch (err) {
-      this.db.exec('ROLLBACK')
-      throw err
-    }
+    // only if nothing else paid this period meanwhile (payments of a contract are serialised; this is the guard)
+    const changed = this.db.prepare('UPDATE contracts SET paid_periods = paid_periods + 1, earned = ? WHERE id = ? AND paid_periods = ? AND earned = ?')
+      .run((BigInt(row.earned) + amount).toString(), row.id, period, row.earned)
+    if (Number(changed.changes) !== 1) throw new StorageError('STORAGE_ALREADY_PAID', `period ${period} was paid meanwhile`)
     this.init.onEvent?.('period-paid', { amount })
     this.init.logger.info({ contract: row.id, period, amount: amount.toString() }, 'storage period paid')
     return row.paid_periods + 1
@@ -400,14 +439,39 @@ export class StorageProvider {
         if (pay.t === 'done') return
         if (pay.t !== 'pay' || pay.contract !== row.id || pay.period !== i) throw new StorageError('STORAGE_PROTOCOL', `expected the payment for chunk ${i}`)
         const voucher = Buffer.from(pay.voucher, 'hex')
-        await session.accept(voucher)
-        this.db.prepare('UPDATE contracts SET earned = ? WHERE id = ?').run((BigInt((this.db.prepare('SELECT earned FROM contracts WHERE id = ?').get(row.id) as { earned: string }).earned) + price).toString(), row.id)
-        this.init.onEvent?.('period-paid', { amount: price })
+        const { credited } = await session.accept(voucher)
+        if (credited > 0n) {
+          const cur = this.db.prepare('SELECT earned FROM contracts WHERE id = ?').get(row.id) as { earned: string }
+          this.db.prepare('UPDATE contracts SET earned = ? WHERE id = ?').run((BigInt(cur.earned) + credited).toString(), row.id)
+          this.init.onEvent?.('period-paid', { amount: credited })
+        }
+        if (credited !== price) throw new StorageError('STORAGE_BAD_PAYMENT', `chunk ${i} costs ${price}; the voucher paid ${credited}`)
       }
       await io.sendJson({ t: 'end' })
     } finally {
       session.close()
       await fh.close()
+    }
+  }
+
+  private readonly speedtests = new Set<string>()
+
+  /** Raw libp2p throughput for a contract holder (operators compare it with uploads and retrievals). */
+  private async speedtest (io: Framed, peer: string, msg: Extract<ClientMessage, { t: 'speedtest' }>): Promise<void> {
+    const held = this.db.prepare("SELECT COUNT(*) AS n FROM contracts WHERE owner = ? AND status = 'active'").get(peer) as { n: number }
+    if (held.n === 0) throw new StorageError('STORAGE_UNKNOWN_CONTRACT', 'speed tests are for peers holding an active contract')
+    if (this.speedtests.has(peer)) throw new StorageError('STORAGE_BUSY', 'one speed test at a time')
+    this.speedtests.add(peer)
+    try {
+      const t0 = performance.now()
+      if (msg.direction === 'up') {
+        await withTimeout(io.discardRaw(msg.bytes), 300_000, 'STORAGE_IDLE', 'speed test too slow')
+      } else {
+        await io.sendRaw(msg.bytes)
+      }
+      await io.sendJson({ t: 'speed', bytes: msg.bytes, ms: performance.now() - t0 })
+    } finally {
+      this.speedtests.delete(peer)
     }
   }
 

@@ -8,7 +8,7 @@ import { z } from 'zod'
 import type { StorageClient, StoredFile } from './client.js'
 import { StorageError } from './errors.js'
 import type { ProviderContract, StorageProvider } from './provider.js'
-import { STORAGE_PROTOCOL } from './protocol.js'
+import { MAX_SPEEDTEST_BYTES, STORAGE_PROTOCOL } from './protocol.js'
 
 const MIB = 1024 * 1024
 
@@ -124,13 +124,20 @@ export function storageRoutes (client: () => StorageClient, provider: () => Stor
       }
       if (seen !== q.data.size) throw new StorageError('STORAGE_BAD_REQUEST', `the body ended after ${seen} of size=${q.data.size} bytes`)
     })()
+    const t0 = performance.now()
     const file = await client().put({ source, name: q.data.name, size: q.data.size, addrs: q.data.provider, duration: q.data.duration, maxPrice: q.data.max_price, signal: c.req.raw.signal })
-    return c.json({ file: fileJson(file) }, 201)
+    // seconds: from the first byte of the body to the provider's acknowledgement (fsynced)
+    return c.json({ file: fileJson(file), seconds: (performance.now() - t0) / 1000 }, 201)
   }))
   app.post('/files/:id/prove', wrap(async c => {
     const id = idParam(c)
     const r = await client().prove(id)
     return c.json({ proof: { ok: r.ok, ...(r.paidPeriod !== undefined ? { paidPeriod: r.paidPeriod, amount: (r.amount as bigint).toString() } : {}), ...(r.error !== undefined ? { error: r.error } : {}) }, file: fileJson(client().get(id)) })
+  }))
+  app.post('/files/:id/speedtest', wrap(async c => {
+    const bytes = Number(c.req.query('bytes') ?? 64 * 1024 * 1024)
+    if (!Number.isSafeInteger(bytes) || bytes < 1 || bytes > MAX_SPEEDTEST_BYTES) throw new StorageError('STORAGE_BAD_REQUEST', `bytes must be 1–${MAX_SPEEDTEST_BYTES}`)
+    return c.json(await client().speedtest(idParam(c), bytes))
   }))
   app.post('/files/:id/cancel', wrap(async c => c.json({ file: fileJson(await client().cancel(idParam(c))) })))
   app.get('/stream/files/:id/content', wrap(async c => {
