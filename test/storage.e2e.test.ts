@@ -9,6 +9,8 @@ import { BTT, fundHome, ledgerHome, startLedgerProcess, type LedgerProcess } fro
 
 const MIB = 1024 * 1024
 const PERIOD = 2
+/** Retrieval chunk (services/storage merkle.ts CHUNK_BYTES). */
+const CHUNK = 16 * MIB
 /** A marker that must never appear on the provider's disk. */
 const MARKER = Buffer.from('BTT-PLAINTEXT-MARKER-0123456789abcdef')
 const NAME = 'quarterly-report-secret-name.bin'
@@ -148,10 +150,10 @@ describe('storage: put, prove, get between two real nodes', () => {
     const get = await cli(['storage', 'get', file.id, '--out', out, '--json'])
     expect(get.code, get.stderr).toBe(0)
     expect(await sha256(out)).toBe(await sha256(src))
-    const chunks = Math.ceil(file.size / (4 * MIB))
+    const chunks = Math.ceil(file.size / CHUNK)
     const chunkPrice = (price: number): bigint => (5n * 10n ** 17n * BigInt(price) + (1n << 30n) - 1n) / (1n << 30n)
     let expected = 0n
-    for (let i = 0; i < chunks; i++) expected += chunkPrice(Math.min(4 * MIB, file.size - i * 4 * MIB))
+    for (let i = 0; i < chunks; i++) expected += chunkPrice(Math.min(CHUNK, file.size - i * CHUNK))
     const after = BigInt((await providerContracts()).contracts[0]?.earned ?? '0')
     expect(after - before).toBe(expected)
 
@@ -159,9 +161,9 @@ describe('storage: put, prove, get between two real nodes', () => {
     const blob = join(providerHome, 'data', 'storage', 'blobs', file.root)
     const fh = await open(blob, 'r+')
     const b = Buffer.alloc(1)
-    await fh.read(b, 0, 1, 3 * 4 * MIB + 1000)
+    await fh.read(b, 0, 1, 3 * CHUNK + 1000)
     b[0] = (b[0] as number) ^ 0x01
-    await fh.write(b, 0, 1, 3 * 4 * MIB + 1000)
+    await fh.write(b, 0, 1, 3 * CHUNK + 1000)
     await fh.close()
     const bad = await cli(['storage', 'get', file.id, '--out', join(dir, 'bad.bin')])
     expect(bad.code).toBe(1)
@@ -169,7 +171,21 @@ describe('storage: put, prove, get between two real nodes', () => {
     await expect(stat(join(dir, 'bad.bin'))).rejects.toThrow()
     // chunks 0–2 were paid, chunk 3 was not
     const afterBad = BigInt((await providerContracts()).contracts[0]?.earned ?? '0')
-    expect(afterBad - after).toBe(3n * chunkPrice(4 * MIB))
+    expect(afterBad - after).toBe(3n * chunkPrice(CHUNK))
+
+    // undo it, and flip a byte at the end of chunk 2 instead: the start of an encrypted message that
+    // ends in chunk 3, which decryption cannot check yet; its sector's hash catches it in chunk 2
+    const fh2 = await open(blob, 'r+')
+    await fh2.write(Buffer.from([(b[0] as number) ^ 0x01]), 0, 1, 3 * CHUNK + 1000)
+    await fh2.read(b, 0, 1, 3 * CHUNK - 1000)
+    b[0] = (b[0] as number) ^ 0x80
+    await fh2.write(b, 0, 1, 3 * CHUNK - 1000)
+    await fh2.close()
+    const bad2 = await cli(['storage', 'get', file.id, '--out', join(dir, 'bad2.bin')])
+    expect(bad2.code).toBe(1)
+    expect(flat(bad2.stderr)).toMatch(/chunk 2 does not match the file's Merkle root: refused and not paid .*sector 255 does not match its hash/)
+    const afterBad2 = BigInt((await providerContracts()).contracts[0]?.earned ?? '0')
+    expect(afterBad2 - afterBad).toBe(2n * chunkPrice(CHUNK))
   }, 180_000)
 
   it('refuses over quota before any upload or channel, and below the provider\'s price naming it', async () => {

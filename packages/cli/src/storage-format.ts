@@ -36,3 +36,9 @@ export function printFile (cmd: { log: (s: string) => void }, f: StoredFileJson)
   cmd.log(`contract  ${f.periods} periods of ${f.period} s from ${new Date(f.start * 1000).toISOString().replace(/\.\d+Z$/, 'Z')}; ${btt(f.price)} per GiB·month, retrieval ${btt(f.retrieval)} per GiB; ${f.allowedMisses} missed proofs allowed`)
   cmd.log(`status    ${f.status}: ${f.paidPeriods}/${f.periods} periods paid, ${f.proofs} proofs, spent ${btt(f.spent)}`)
 }
+
+/** Whether the admin API (and so the node) is on this machine: then the node reads and writes the files itself. */
+export function isLoopback (url: string): boolean {
+  const host = new URL(url).hostname
+  return host === 'localhost' || host === '[::1]' || host === '::1' || /^127\./.test(host)
+}

@@ -8,8 +8,8 @@ import type { Logger } from 'pino'
 import { Decryptor, Encryptor, ciphertextSize, fileKey, newFileId } from './crypto.js'
 import { StorageError } from './errors.js'
 import { ParallelTreeBuilder } from './hasher.js'
-import { CHUNK_BYTES, SEGMENT_BYTES } from './merkle.js'
-import { challengeIndices, decodeProof, verifyChunk, verifyProof } from './proof.js'
+import { CHUNK_BYTES, SECTOR_BYTES, SEGMENT_BYTES } from './merkle.js'
+import { challengeIndices, decodeProof, sectorNode, verifyChunkSectors, verifyProof } from './proof.js'
 import {
   CHALLENGE_SEGMENTS, FRAME_DATA, FRAME_PROOF, Framed, MAX_DATA_FRAME, STORAGE_PROTOCOL, chunkAmount, parseMessage, periodAmount,
   periodsOf, raiseIfError, zProviderMessage, type ContractJson, type ProviderMessage, type Terms
@@ -362,7 +362,8 @@ export class StorageClient {
         }
         if (!ok) {
           await io.sendJson({ t: 'done' }).catch(() => {})
-          return this.miss(f, 'the proof does not match the root: the provider does not hold the data')
+          // evidence, not a network hiccup: every failed proof counts, retries included
+          return this.miss(f, 'the proof does not match the root: the provider does not hold the data', true)
         }
         this.db.prepare('UPDATE files SET proofs = proofs + 1, last_proof = ?, last_error = NULL WHERE id = ?').run(this.now(), f.id)
         const nowS = this.now() / 1000
@@ -400,7 +401,8 @@ export class StorageClient {
     if (res.t === 'paid' || (res.t === 'error' && res.code === 'STORAGE_ALREADY_PAID' && (res.paid_periods ?? 0) > period)) {
       const paidPeriods = res.t === 'paid' ? res.paid_periods : res.paid_periods as number
       const status: FileStatus = paidPeriods >= f.periods ? 'complete' : 'active'
-      this.db.prepare('UPDATE files SET paid_periods = ?, spent = ?, pending_period = NULL, pending_before = NULL, status = ?, misses = 0 WHERE id = ?')
+      // misses are never forgiven: a provider that failed a proof stays counted even if a retry passes
+      this.db.prepare('UPDATE files SET paid_periods = ?, spent = ?, pending_period = NULL, pending_before = NULL, status = ? WHERE id = ?')
         .run(paidPeriods, (BigInt(f.spent) + amount).toString(), status, f.id)
       return { ok: true, paidPeriod: period, amount }
     }
@@ -412,10 +414,10 @@ export class StorageClient {
    * Record a missed or failed proof, at most one per period (retries within a period do not add
    * up); the contract fails after more than its allowed misses.
    */
-  private miss (f: FileRow, error: string): ProveResult {
+  private miss (f: FileRow, error: string, failedProof = false): ProveResult {
     const period = Math.floor((this.now() / 1000 - f.start) / f.period)
     const cur = this.row(f.id)
-    if (cur.last_miss_period === period) {
+    if (cur.last_miss_period === period && !failedProof) {
       this.db.prepare('UPDATE files SET last_error = ? WHERE id = ?').run(error, f.id)
       return { ok: false, error }
     }
@@ -443,6 +445,8 @@ export class StorageClient {
       let received = 0
       try {
         await io.sendJson({ t: 'retrieve', contract: f.id, from: 0 })
+        const tm = { read: 0, hash: 0, verify: 0, pay: 0, decrypt: 0, write: 0 }
+        const t0 = performance.now()
         for (let i = 0; i < chunks; i++) {
           opts.signal?.throwIfAborted()
           const head = await this.readMessage(io)
@@ -453,30 +457,57 @@ export class StorageClient {
           if (head.length !== length) throw new StorageError('STORAGE_PROTOCOL', `chunk ${i} should be ${length} bytes, not ${head.length}`)
           if (head.price !== price) throw new StorageError('STORAGE_BAD_PRICE', `chunk ${i} costs ${price} under the contract, the provider asks ${head.price}`)
           const buf = Buffer.allocUnsafe(length)
-          let got = 0
-          while (got < length) {
-            const frame = await withTimeout(io.read(), READ_TIMEOUT_MS)
-            if (frame === undefined || frame.type !== FRAME_DATA) throw new StorageError('STORAGE_PROTOCOL', `chunk ${i} ended early`)
-            if (got + frame.payload.byteLength > length || frame.payload.byteLength > MAX_DATA_FRAME) throw new StorageError('STORAGE_PROTOCOL', `chunk ${i} is longer than ${length} bytes`)
-            buf.set(frame.payload, got)
-            got += frame.payload.byteLength
-          }
-          if (!verifyChunk(rootBytes, f.size, i, buf, head.path.map(h => Buffer.from(h, 'hex')))) {
-            const msg = `chunk ${i} does not match the file's Merkle root: refused and not paid (the provider sent tampered data)`
+          const sectorNodes = head.sectors.map(h => Buffer.from(h, 'hex'))
+          const tampered = async (why: string): Promise<never> => {
+            const msg = `chunk ${i} does not match the file's Merkle root: refused and not paid (the provider sent tampered data: ${why})`
             this.db.prepare('UPDATE files SET last_error = ? WHERE id = ?').run(msg, f.id)
             await io.sendJson({ t: 'done' }).catch(() => {})
             throw new StorageError('STORAGE_TAMPERED', msg)
           }
+          // the chunk's sector nodes must lead to the root before any byte is trusted
+          if (!verifyChunkSectors(rootBytes, f.size, i, sectorNodes, head.path.map(h => Buffer.from(h, 'hex')))) await tampered('its sector hashes do not lead to the root')
+          // the bytes: decrypting authenticates every complete secretstream message (Poly1305); the
+          // tail of a message that goes on in the next chunk is checked against its sectors' hashes
+          const plains: Uint8Array[] = []
+          let got = 0
+          while (got < length) {
+            let t = performance.now()
+            const frame = await withTimeout(io.read(), READ_TIMEOUT_MS)
+            tm.read += performance.now() - t
+            t = performance.now()
+            if (frame === undefined || frame.type !== FRAME_DATA) throw new StorageError('STORAGE_PROTOCOL', `chunk ${i} ended early`)
+            if (got + frame.payload.byteLength > length || frame.payload.byteLength > MAX_DATA_FRAME) throw new StorageError('STORAGE_PROTOCOL', `chunk ${i} is longer than ${length} bytes`)
+            buf.set(frame.payload, got)
+            got += frame.payload.byteLength
+            try {
+              for (const p of dec.push(frame.payload)) plains.push(p)
+            } catch (err) {
+              await tampered((err as Error).message)
+            }
+            tm.decrypt += performance.now() - t
+          }
+          const tv0 = performance.now()
+          const unauthenticated = dec.pending
+          for (let s = Math.floor((length - unauthenticated) / SECTOR_BYTES); s * SECTOR_BYTES < length && unauthenticated > 0; s++) {
+            const node = sectorNode(buf.subarray(s * SECTOR_BYTES, Math.min(length, (s + 1) * SECTOR_BYTES)), f.size)
+            if (!node.every((b, j) => b === (sectorNodes[s] as Uint8Array)[j])) await tampered(`sector ${s} does not match its hash`)
+          }
+          tm.verify += performance.now() - tv0
+          let tv = performance.now()
           const voucher = await this.init.payments.pay(f.channel, price)
           paid += price
           this.db.prepare('UPDATE files SET spent = ? WHERE id = ?').run((BigInt(this.row(id).spent) + price).toString(), f.id)
           await io.sendJson({ t: 'pay', contract: f.id, period: i, voucher: Buffer.from(voucher).toString('hex') })
-          for (const p of dec.push(buf)) await write(p)
+          tm.pay += performance.now() - tv
+          tv = performance.now()
+          for (const p of plains) await write(p)
+          tm.write += performance.now() - tv
           received += length
           opts.onProgress?.(received)
         }
         const end = await this.readMessage(io)
         raiseIfError(end)
+        this.init.logger.debug({ totalMs: Math.round(performance.now() - t0), ...Object.fromEntries(Object.entries(tm).map(([k, v]) => [k, Math.round(v)])) }, 'retrieve timing')
         dec.final()
         const meta = dec.meta
         return { name: meta?.name ?? f.name, size: meta?.size ?? f.plain_size, paid }

@@ -364,6 +364,11 @@ export class Decryptor {
     return this.#meta
   }
 
+  /** Ciphertext bytes pushed but not yet authenticated (the part of a message still incomplete). */
+  get pending (): number {
+    return this.#fill
+  }
+
   push (cipher: Uint8Array): Uint8Array[] {
     if (this.#failed) throw this.#error
     try {

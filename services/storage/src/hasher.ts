@@ -71,6 +71,7 @@ function workers (): Worker[] {
  */
 export class ParallelTreeBuilder {
   readonly size: number
+  readonly #batchBytes: number
   #pushed = 0
   #batch: Uint8Array
   #fill = 0
@@ -80,11 +81,14 @@ export class ParallelTreeBuilder {
   readonly #spare: ArrayBuffer[] = []
   #failed: Error | undefined
 
-  constructor (size: number) {
+  /** `batchBytes`: a multiple of 64 KiB; smaller batches finish sooner after the last byte. */
+  constructor (size: number, batchBytes = BATCH_BYTES) {
+    if (batchBytes % SECTOR_BYTES !== 0 || batchBytes < SECTOR_BYTES) throw new RangeError('batchBytes must be a positive multiple of 64 KiB')
     this.size = size
+    this.#batchBytes = batchBytes
     const sectors = Math.ceil(leafCount(size) / SECTOR_SEGMENTS)
     this.#roots = new Uint8Array(sectors * HASH_BYTES)
-    this.#batch = new Uint8Array(BATCH_BYTES)
+    this.#batch = new Uint8Array(batchBytes)
   }
 
   get pushed (): number { return this.#pushed }
@@ -96,11 +100,11 @@ export class ParallelTreeBuilder {
     this.#pushed += bytes.length
     let off = 0
     while (off < bytes.length) {
-      const take = Math.min(BATCH_BYTES - this.#fill, bytes.length - off)
+      const take = Math.min(this.#batchBytes - this.#fill, bytes.length - off)
       this.#batch.set(off === 0 && take === bytes.length ? bytes : bytes.subarray(off, off + take), this.#fill)
       this.#fill += take
       off += take
-      if (this.#fill === BATCH_BYTES) {
+      if (this.#fill === this.#batchBytes) {
         this.dispatch()
         while (this.#inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.#inFlight)
         if (this.#failed !== undefined) throw this.#failed
@@ -112,7 +116,7 @@ export class ParallelTreeBuilder {
     const index = this.#batchIndex++
     const buf = this.#batch.buffer as ArrayBuffer
     const length = this.#fill
-    this.#batch = new Uint8Array(this.#spare.pop() ?? new ArrayBuffer(BATCH_BYTES))
+    this.#batch = new Uint8Array(this.#spare.pop() ?? new ArrayBuffer(this.#batchBytes))
     this.#fill = 0
     const list = workers()
     const w = list[index % list.length] as Worker
@@ -120,7 +124,7 @@ export class ParallelTreeBuilder {
     const done = new Promise<{ roots: Uint8Array, buf: ArrayBuffer }>((resolve, reject) => { pending.set(id, { resolve, reject }) })
     w.postMessage({ id, buf, length }, [buf])
     const p = done.then(({ roots, buf: back }) => {
-      this.#roots.set(roots, index * (BATCH_BYTES / SECTOR_BYTES) * HASH_BYTES)
+      this.#roots.set(roots, index * (this.#batchBytes / SECTOR_BYTES) * HASH_BYTES)
       if (this.#spare.length < 2) this.#spare.push(back)
     }, (err: Error) => { this.#failed = err }).finally(() => { this.#inFlight.delete(p) })
     this.#inFlight.add(p)
@@ -132,7 +136,7 @@ export class ParallelTreeBuilder {
     if (this.#failed !== undefined) throw this.#failed
     if (this.#fill > 0) {
       // the tail (< 4 MiB) here: whole sectors and the short last one, as hashSector hashes them
-      const base = this.#batchIndex * (BATCH_BYTES / SECTOR_BYTES)
+      const base = this.#batchIndex * (this.#batchBytes / SECTOR_BYTES)
       const sectors = Math.ceil(this.#fill / SECTOR_BYTES)
       const roots = tailRoots(this.#batch.subarray(0, this.#fill), sectors)
       this.#roots.set(roots, base * HASH_BYTES)

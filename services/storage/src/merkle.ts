@@ -22,10 +22,10 @@ export const SECTOR_BYTES = SEGMENT_BYTES * SECTOR_SEGMENTS
 /** log2(SECTOR_SEGMENTS): a sector's root is at this level (or at the root, for smaller blobs). */
 export const SECTOR_LEVEL = 8
 /** The retrieval unit: one chunk is delivered, proven and paid at a time. */
-export const CHUNK_BYTES = 4 * 1024 * 1024
+export const CHUNK_BYTES = 16 * 1024 * 1024
 export const CHUNK_SEGMENTS = CHUNK_BYTES / SEGMENT_BYTES
 /** log2(CHUNK_SEGMENTS) */
-export const CHUNK_LEVEL = 14
+export const CHUNK_LEVEL = 16
 export const HASH_BYTES = 32
 
 /** Sizes are safe integers, so n < 2^45 and H ≤ 45; zero nodes are precomputed this far. */

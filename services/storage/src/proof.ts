@@ -10,7 +10,7 @@ import sodium from 'sodium-native'
 import { StorageError } from './errors.js'
 import {
   CHUNK_BYTES, HASH_BYTES, SECTOR_BYTES, SECTOR_SEGMENTS, SEGMENT_BYTES, CHUNK_LEVEL, Tree,
-  ceilLog2, hashPair, leafCount, levelWidth, sectorLevels, subtreeRoot, zeroNode
+  SECTOR_LEVEL as SECTOR_LEVEL_OF, ceilLog2, hashPair, hashSector, leafCount, levelWidth, sectorLevels, subtreeRoot, zeroNode
 } from './merkle.js'
 
 export interface Proof {
@@ -284,7 +284,66 @@ export function verifyChunk (root: Uint8Array, size: number, chunkIndex: number,
   if (chunkBytes.length !== Math.min(CHUNK_BYTES, size - chunkIndex * CHUNK_BYTES)) return false
   if (!Array.isArray(path) || path.length !== height - chunkLevel) return false
   if (!path.every(p => p instanceof Uint8Array && p.length === HASH_BYTES)) return false
-  const h = subtreeRoot(chunkBytes, chunkLevel)
+  return walkChunkPath(root, chunkIndex, subtreeRoot(chunkBytes, chunkLevel), path)
+}
+
+/**
+ * As verifyChunk, from the chunk's root hashed elsewhere (e.g. as its bytes arrived): `chunkTree`
+ * is the tree of the chunk's bytes taken as a blob of their own, whose root is lifted to the chunk
+ * level with zero nodes here.
+ */
+export function verifyChunkTree (root: Uint8Array, size: number, chunkIndex: number, chunkTree: Tree, path: Uint8Array[]): boolean {
+  const n = leafCount(size)
+  const height = ceilLog2(n)
+  const chunkLevel = Math.min(CHUNK_LEVEL, height)
+  const chunks = Math.ceil(size / CHUNK_BYTES)
+  if (!Number.isSafeInteger(chunkIndex) || chunkIndex < 0 || chunkIndex >= chunks) return false
+  if (chunkTree.size !== Math.min(CHUNK_BYTES, size - chunkIndex * CHUNK_BYTES)) return false
+  if (!Array.isArray(path) || path.length !== height - chunkLevel) return false
+  if (!path.every(p => p instanceof Uint8Array && p.length === HASH_BYTES)) return false
+  const h = chunkTree.root.slice()
+  for (let level = chunkTree.height; level < chunkLevel; level++) hashPair(h, zeroNode(level), h)
+  return walkChunkPath(root, chunkIndex, h, path)
+}
+
+/**
+ * Checks a retrieved chunk's sector-level nodes (what the provider's tree holds for the chunk's
+ * sectors, zero-padded as in the tree) against the blob's root: they are reduced to the chunk's
+ * root and walked up `path`. The bytes themselves are then checked per sector against these nodes
+ * (`sectorNode`) or, for ciphertext, by decrypting it.
+ */
+export function verifyChunkSectors (root: Uint8Array, size: number, chunkIndex: number, sectorNodes: Uint8Array[], path: Uint8Array[]): boolean {
+  const n = leafCount(size)
+  const height = ceilLog2(n)
+  const sectorLevel = Math.min(SECTOR_LEVEL_OF, height)
+  const chunkLevel = Math.min(CHUNK_LEVEL, height)
+  const chunks = Math.ceil(size / CHUNK_BYTES)
+  if (!Number.isSafeInteger(chunkIndex) || chunkIndex < 0 || chunkIndex >= chunks) return false
+  const length = Math.min(CHUNK_BYTES, size - chunkIndex * CHUNK_BYTES)
+  if (sectorNodes.length !== Math.ceil(length / SECTOR_BYTES)) return false
+  if (!sectorNodes.every(p => p instanceof Uint8Array && p.length === HASH_BYTES)) return false
+  if (!Array.isArray(path) || path.length !== height - chunkLevel) return false
+  if (!path.every(p => p instanceof Uint8Array && p.length === HASH_BYTES)) return false
+  let level: Uint8Array[] = sectorNodes.map(x => x.slice())
+  for (let l = sectorLevel; l < chunkLevel; l++) {
+    if (level.length % 2 === 1) level.push(zeroNode(l).slice())
+    const next: Uint8Array[] = []
+    for (let i = 0; i < level.length; i += 2) next.push(hashPair(level[i] as Uint8Array, level[i + 1] as Uint8Array, new Uint8Array(HASH_BYTES)))
+    level = next
+  }
+  if (level.length !== 1) return false
+  return walkChunkPath(root, chunkIndex, level[0] as Uint8Array, path)
+}
+
+/** The node at the sector level over one sector's bytes (a short last sector padded with zero nodes). */
+export function sectorNode (bytes: Uint8Array, size: number): Uint8Array {
+  const sectorLevel = Math.min(SECTOR_LEVEL_OF, ceilLog2(leafCount(size)))
+  const h = hashSector(bytes)
+  for (let l = ceilLog2(Math.ceil(bytes.length / SEGMENT_BYTES)); l < sectorLevel; l++) hashPair(h, zeroNode(l), h)
+  return h
+}
+
+function walkChunkPath (root: Uint8Array, chunkIndex: number, h: Uint8Array, path: Uint8Array[]): boolean {
   let index = chunkIndex
   for (const sibling of path) {
     if (index % 2 === 0) hashPair(h, sibling, h)

@@ -107,7 +107,7 @@ export const zProviderMessage = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('proof'), paid_periods: zCount, periods: z.int().min(1) }),
   z.strictObject({ t: z.literal('paid'), period: zCount, paid_periods: zCount }),
   /** `length` data bytes follow in data frames; `path` verifies the chunk against the root */
-  z.strictObject({ t: z.literal('chunk'), index: zCount, length: z.int().min(1).max(64 * 1024 * 1024), price: zAmount, path: z.array(zHex32).max(64) }),
+  z.strictObject({ t: z.literal('chunk'), index: zCount, length: z.int().min(1).max(64 * 1024 * 1024), price: zAmount, path: z.array(zHex32).max(64), sectors: z.array(zHex32).max(1024) }),
   z.strictObject({ t: z.literal('end') }),
   /** speed test result as the provider measured it */
   z.strictObject({ t: z.literal('speed'), bytes: zCount, ms: z.number().min(0) }),

@@ -408,27 +408,39 @@ export class StorageProvider {
     const fullPrice = chunkAmount(retrieval, CHUNK_BYTES)
     const session = await this.init.payments.meter.open({ peer, channelId: row.channel, price: fullPrice, maxUnpaidUnits: 1 })
     const fh = await this.init.blobs.openBlob(row.root)
+    const readChunk = async (i: number): Promise<Buffer> => {
+      const offset = i * CHUNK_BYTES
+      const length = Math.min(CHUNK_BYTES, row.size - offset)
+      const buf = Buffer.allocUnsafe(length)
+      let got = 0
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got)
+        if (bytesRead === 0) throw new StorageError('STORAGE_BLOB_SHORT', 'blob is shorter than its contract')
+        got += bytesRead
+      }
+      return buf
+    }
+    // read-ahead: the next chunk comes off the disk while this one's payment travels
+    let next: Promise<Buffer> | undefined = readChunk(msg.from)
+    next.catch(() => {})
     try {
       for (let i = msg.from; i < chunks; i++) {
         const offset = i * CHUNK_BYTES
         const length = Math.min(CHUNK_BYTES, row.size - offset)
+        const data = await (next as Promise<Buffer>)
+        next = i + 1 < chunks ? readChunk(i + 1) : undefined
+        next?.catch(() => {})
         const price = chunkAmount(retrieval, length)
         if (price !== session.price) session.reprice(price)
         // at most one chunk delivered and unpaid: this waits for the last chunk's voucher
         const debit = await session.prepare(1)
         try {
           const path = chunkPath(tree, i).map(h => toHex(h))
-          await io.sendJson({ t: 'chunk', index: i, length, price, path })
+          const first = i * (CHUNK_BYTES / SECTOR_BYTES)
+          const sectors = Array.from({ length: Math.ceil(length / SECTOR_BYTES) }, (_, s) => toHex(tree.node(tree.sectorLevel, first + s)))
+          await io.sendJson({ t: 'chunk', index: i, length, price, path, sectors })
           for (let off = 0; off < length; off += MAX_DATA_FRAME) {
-            const n = Math.min(MAX_DATA_FRAME, length - off)
-            const buf = Buffer.allocUnsafe(n)
-            let got = 0
-            while (got < n) {
-              const { bytesRead } = await fh.read(buf, got, n - got, offset + off + got)
-              if (bytesRead === 0) throw new StorageError('STORAGE_BLOB_SHORT', 'blob is shorter than its contract')
-              got += bytesRead
-            }
-            await io.send(FRAME_DATA, buf)
+            await io.send(FRAME_DATA, data.subarray(off, Math.min(length, off + MAX_DATA_FRAME)))
           }
           debit.apply()
         } finally {
@@ -450,6 +462,7 @@ export class StorageProvider {
       await io.sendJson({ t: 'end' })
     } finally {
       session.close()
+      await next?.catch(() => {})
       await fh.close()
     }
   }

@@ -1,5 +1,7 @@
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { createReadStream, createWriteStream } from 'node:fs'
+import { mkdir, rename, rm, stat } from 'node:fs/promises'
+import { basename, isAbsolute, join } from 'node:path'
+import { finished } from 'node:stream/promises'
 import { parseBtt } from '@btt/channel'
 import { defineService, zAmount } from '@btt/node'
 import { Hono, type Context } from 'hono'
@@ -92,6 +94,43 @@ const putQuery = z.strictObject({
   max_price: z.string().regex(/^(0|[1-9][0-9]{0,38})$/, 'base units').transform(s => BigInt(s))
 })
 
+const pathBody = z.strictObject({
+  path: z.string().min(1).max(4096).refine(isAbsolute, 'must be an absolute path'),
+  name: z.string().min(1).max(255).optional(),
+  provider: z.array(z.string().max(1024)).min(1).max(16),
+  duration: z.int().min(1),
+  max_price: z.string().regex(/^(0|[1-9][0-9]{0,38})$/, 'base units').transform(s => BigInt(s)),
+  transfer: z.string().regex(/^[0-9a-f]{16,64}$/).optional()
+})
+
+const retrieveBody = z.strictObject({
+  out: z.string().min(1).max(4096).refine(isAbsolute, 'must be an absolute path'),
+  force: z.boolean().default(false),
+  transfer: z.string().regex(/^[0-9a-f]{16,64}$/).optional()
+})
+
+interface Transfer { kind: 'upload' | 'retrieve', name: string, done: number, total: number, started: number }
+
+function pathError (path: string, err: unknown): StorageError {
+  const e = err as NodeJS.ErrnoException
+  return new StorageError('STORAGE_PATH', `the node cannot use ${path}: ${e.code ?? e.message}${e.code === 'EACCES' ? ' (it may run as another user; the CLI then streams the file)' : ''}`)
+}
+
+async function jsonBody<T> (c: Context, schema: z.ZodType<T>): Promise<T> {
+  let raw: unknown
+  try {
+    raw = await c.req.json()
+  } catch {
+    throw new StorageError('STORAGE_BAD_REQUEST', 'the body must be JSON')
+  }
+  const r = schema.safeParse(raw)
+  if (!r.success) {
+    const issue = r.error.issues[0]
+    throw new StorageError('STORAGE_BAD_REQUEST', `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`)
+  }
+  return r.data
+}
+
 /**
  * Admin routes under /v1/services/storage. Requester side: files (put streams the plaintext in
  * the request body, content streams it back); provider side: contracts. Routes under /stream/
@@ -99,7 +138,81 @@ const putQuery = z.strictObject({
  */
 export function storageRoutes (client: () => StorageClient, provider: () => StorageProvider | undefined): Hono {
   const app = new Hono()
+  const transfers = new Map<string, Transfer>()
+  const track = (id: string | undefined, t: Transfer): ((done: number) => void) => {
+    if (id === undefined) return () => {}
+    transfers.set(id, t)
+    return done => { t.done = done }
+  }
+  app.get('/transfers/:tid', wrap(async c => {
+    const t = transfers.get(c.req.param('tid') ?? '')
+    if (t === undefined) throw new StorageError('STORAGE_UNKNOWN_TRANSFER', 'no such transfer (finished or never started)')
+    return c.json({ transfer: t })
+  }))
   app.get('/files', wrap(async c => c.json({ files: client().list().map(fileJson) })))
+  // the node reads the file itself (same machine, a path it may read): no HTTP hop for the bytes
+  app.post('/files', wrap(async c => {
+    const b = await jsonBody(c, pathBody)
+    let size: number
+    try {
+      const st = await stat(b.path)
+      if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ENOTFILE' })
+      size = st.size
+    } catch (err) {
+      throw pathError(b.path, err)
+    }
+    const stream = createReadStream(b.path, { highWaterMark: 1024 * 1024 })
+    const opened = new Promise<void>((resolve, reject) => { stream.once('open', () => resolve()); stream.once('error', reject) })
+    try {
+      await opened
+    } catch (err) {
+      throw pathError(b.path, err)
+    }
+    const name = b.name ?? basename(b.path)
+    const onProgress = track(b.transfer, { kind: 'upload', name, done: 0, total: size, started: Date.now() })
+    const t0 = performance.now()
+    try {
+      const file = await client().put({ source: stream as AsyncIterable<Uint8Array>, name, size, addrs: b.provider, duration: b.duration, maxPrice: b.max_price, onProgress, signal: c.req.raw.signal })
+      return c.json({ file: fileJson(file), seconds: (performance.now() - t0) / 1000 }, 201)
+    } finally {
+      stream.destroy()
+      if (b.transfer !== undefined) transfers.delete(b.transfer)
+    }
+  }))
+  // the node writes the file itself (`<out>.btt-partial`, renamed when complete and verified)
+  app.post('/files/:id/retrieve', wrap(async c => {
+    const id = idParam(c)
+    const b = await jsonBody(c, retrieveBody)
+    const f = client().get(id)
+    if (!b.force && await stat(b.out).then(() => true, () => false)) throw new StorageError('STORAGE_PATH', `${b.out} exists; pass force to replace it`)
+    const tmp = `${b.out}.btt-partial`
+    const out = createWriteStream(tmp, { mode: 0o600, highWaterMark: 8 * 1024 * 1024 })
+    try {
+      await new Promise<void>((resolve, reject) => { out.once('open', () => resolve()); out.once('error', reject) })
+    } catch (err) {
+      throw pathError(b.out, err)
+    }
+    const onProgress = track(b.transfer, { kind: 'retrieve', name: f.name, done: 0, total: f.plainSize, started: Date.now() })
+    const t0 = performance.now()
+    let written = 0
+    try {
+      const r = await client().retrieve(id, async plain => {
+        written += plain.byteLength
+        if (!out.write(plain)) await new Promise<void>(resolve => { out.once('drain', () => { resolve() }) })
+        onProgress(written)
+      }, { signal: c.req.raw.signal })
+      out.end()
+      await finished(out)
+      await rename(tmp, b.out)
+      return c.json({ id, out: b.out, name: r.name, size: written, paid: r.paid.toString(), seconds: (performance.now() - t0) / 1000 })
+    } catch (err) {
+      out.destroy()
+      await rm(tmp, { force: true })
+      throw err
+    } finally {
+      if (b.transfer !== undefined) transfers.delete(b.transfer)
+    }
+  }))
   app.get('/files/:id', wrap(async c => c.json({ file: fileJson(client().get(idParam(c))) })))
   app.post('/stream/files', wrap(async c => {
     const url = new URL(c.req.url)

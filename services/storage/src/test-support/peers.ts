@@ -153,8 +153,8 @@ export const DEFAULT_CONFIG: ProviderConfig = {
   allowedMisses: 1,
   minDuration: 60,
   maxDuration: 366 * 86_400,
-  quotaBytes: 16 * 1024 * 1024,
-  maxFileBytes: 8 * 1024 * 1024,
+  quotaBytes: 64 * 1024 * 1024,
+  maxFileBytes: 32 * 1024 * 1024,
   maxUploads: 4,
   idleTimeoutMs: 3000,
   channelMarginMs: 3600_000
