@@ -26,8 +26,8 @@ const SIZE_MIB = Number(process.env.BENCH_STORAGE_MIB ?? 256)
 
 export async function benchStorage (): Promise<void> {
   const ledger = await startLedgerProcess()
-  const providerHome = await ledgerHome(ledger.url, '[services.storage]\nenabled = true\nproof_period_seconds = 3600\nmin_duration_seconds = 1\nquota_mib = 4096\nprice_per_gib_month = "1"\n[log]\nlevel = "info"\n', 'btt-bench-sp-')
-  const requesterHome = await ledgerHome(ledger.url, '[services.storage]\nenabled = true\nprovide = false\nchallenge = false\n[log]\nlevel = "info"\n', 'btt-bench-sr-')
+  const providerHome = await ledgerHome(ledger.url, '[services.storage]\nenabled = true\nproof_period_seconds = 3600\nmin_duration_seconds = 1\nquota_mib = 4096\nprice_per_gib_month = "1"\n[log]\nlevel = "warn"\n', 'btt-bench-sp-')
+  const requesterHome = await ledgerHome(ledger.url, '[services.storage]\nenabled = true\nprovide = false\nchallenge = false\n[log]\nlevel = "warn"\n', 'btt-bench-sr-')
   await fundHome(ledger.url, requesterHome, 1000n * BTT)
   const provider = await startNodeProcess(providerHome)
   const requester = await startNodeProcess(requesterHome)
@@ -60,7 +60,7 @@ export async function benchStorage (): Promise<void> {
       note(`round ${round + 1}: upload ${u.toFixed(1)} MB/s (raw ${speed.upMBps.toFixed(1)}), download ${d.toFixed(1)} MB/s (raw ${speed.downMBps.toFixed(1)})`)
       up.push(u); down.push(d); rawUp.push(speed.upMBps); rawDown.push(speed.downMBps)
       await runCli(['storage', 'cancel', file.id, '--home', requesterHome])
-      if (process.env.BENCH_DEBUG !== undefined) note(provider.output().split('\n').filter(l => l.includes('upload received')).slice(-1).join('') + requester.output().split('\n').filter(l => l.includes('retrieve timing')).slice(-1).join(''))
+      if (process.env.BENCH_DEBUG !== undefined) note(provider.output().split('\n').filter(l => l.includes('upload received')).slice(-1).join('') + requester.output().split('\n').filter(l => l.includes('put timing')).slice(-1).join(''))
     }
     const ratios = (a: number[], b: number[]): number[] => a.map((v, i) => v / (b[i] as number))
     const mid = (r: number[]): number => r.indexOf(median(r)) >= 0 ? r.indexOf(median(r)) : 0

@@ -79,7 +79,9 @@ export async function waitForRuntime (home: string, child: ChildProcess, pid?: n
 
 /** `btt-node start --home <home>` as a real background process, resolved once its API is up. */
 export async function startNodeProcess (home: string, args: string[] = [], env: Record<string, string> = {}): Promise<NodeProcess> {
-  const child = spawn(process.execPath, [CLI, 'start', '--home', home, ...LOOPBACK_FLAGS, ...args], { env: cleanEnv({ ...NO_DHT_ENV, ...env }), stdio: ['ignore', 'pipe', 'pipe'] })
+  // NODE_FLAGS_FOR_NODES (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the node processes of a bench or test
+  const nodeFlags = (process.env.NODE_FLAGS_FOR_NODES ?? '').split(' ').filter(f => f !== '')
+  const child = spawn(process.execPath, [...nodeFlags, CLI, 'start', '--home', home, ...LOOPBACK_FLAGS, ...args], { env: cleanEnv({ ...NO_DHT_ENV, ...env }), stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { out += d.toString() })

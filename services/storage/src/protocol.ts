@@ -1,4 +1,5 @@
 import type { Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { z } from 'zod'
 import { StorageError } from './errors.js'
 
@@ -183,11 +184,12 @@ export class Framed {
   }
 
   async send (type: number, payload: Uint8Array): Promise<void> {
+    // one send per frame (a separate 5-byte head would cost its own yamux frame and noise
+    // message), without copying the payload
     const head = new Uint8Array(5)
     new DataView(head.buffer).setUint32(0, payload.byteLength + 1)
     head[4] = type
-    this.stream.send(head)
-    if (!this.stream.send(payload)) await this.stream.onDrain()
+    if (!this.stream.send(new Uint8ArrayList(head, payload) as unknown as Parameters<Stream['send']>[0])) await this.stream.onDrain()
   }
 
   async sendJson (msg: Record<string, unknown>): Promise<void> {
