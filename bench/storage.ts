@@ -18,7 +18,18 @@ import { join } from 'node:path'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { runCli, startNodeProcess } from '../test/helpers/cli.ts'
 import { BTT, fundHome, ledgerHome, startLedgerProcess } from '../test/helpers/paid.ts'
+import { readFileSync } from 'node:fs'
 import { median, note, report } from './lib.ts'
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+function cpuSeconds (pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return NaN
+  }
+}
 
 const MIB = 1 << 20
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
@@ -46,15 +57,28 @@ export async function benchStorage (): Promise<void> {
     const rawUp: number[] = []
     const rawDown: number[] = []
     for (let round = 0; round < RUNS; round++) {
+      const cpu = (): number => cpuSeconds(provider.pid) + cpuSeconds(requester.pid)
+      let c0 = cpu()
+      let w0 = performance.now()
       const put = await runCli(['storage', 'put', src, '--provider', addr, '--duration', '2h', '--max-price', '1', '--json', '--home', requesterHome])
       if (put.code !== 0) throw new Error(`put failed: ${put.stderr}`)
       const { file, seconds } = JSON.parse(put.stdout) as { file: { id: string, plainSize: number }, seconds: number }
+      const putCpu = cpu() - c0
+      const putWall = (performance.now() - w0) / 1000
+      c0 = cpu()
+      w0 = performance.now()
       const out = join(work, `back-${round}.bin`)
       const get = await runCli(['storage', 'get', file.id, '--out', out, '--json', '--home', requesterHome])
       if (get.code !== 0) throw new Error(`get failed: ${get.stderr}`)
       const got = JSON.parse(get.stdout) as { seconds: number }
       await rm(out)
+      const getCpu = cpu() - c0
+      const getWall = (performance.now() - w0) / 1000
+      c0 = cpu()
+      w0 = performance.now()
       const speed = await rapi.serviceRequest<{ upMBps: number, downMBps: number }>('storage', 'POST', `/files/${file.id}/speedtest?bytes=${SIZE_MIB * MIB}`)
+      // both node processes' CPU per wall second: 2.0 is both cores of a 2-vCPU machine
+      note(`cores busy (both nodes): put ${(putCpu / putWall).toFixed(2)}, get ${(getCpu / getWall).toFixed(2)}, raw speed test up+down ${((cpu() - c0) / ((performance.now() - w0) / 1000)).toFixed(2)}`)
       const u = file.plainSize / 1e6 / seconds
       const d = file.plainSize / 1e6 / got.seconds
       note(`round ${round + 1}: upload ${u.toFixed(1)} MB/s (raw ${speed.upMBps.toFixed(1)}), download ${d.toFixed(1)} MB/s (raw ${speed.downMBps.toFixed(1)})`)
