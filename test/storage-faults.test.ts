@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -127,6 +127,20 @@ describe('storage under faults (real processes, kill -9)', () => {
     const channel = (await api.channels()).outgoing.find(ch => ch.id === f.channel)
     expect(channel !== undefined && BigInt(channel.spent)).toBe(perPeriod * BigInt(c.paid_periods))
   }, 180_000)
+
+  it('--stream sends and receives the file through the admin API (a node that cannot use the CLI\'s paths)', async () => {
+    const src = join(dir, 'streamed.bin')
+    const data = randomBytes(5 * MIB + 123)
+    await writeFile(src, data)
+    const put = await cli(['storage', 'put', src, '--provider', providerAddr, '--duration', '10m', '--max-price', '100', '--stream', '--json'])
+    expect(put.code, put.stderr).toBe(0)
+    const f = (JSON.parse(put.stdout) as { file: FileJson & { name: string, plainSize: number } }).file
+    expect(f).toMatchObject({ name: 'streamed.bin', plainSize: data.length, status: 'active' })
+    const out = join(dir, 'streamed.back')
+    const get = await cli(['storage', 'get', f.id, '--out', out, '--stream', '--json'])
+    expect(get.code, get.stderr).toBe(0)
+    expect((await readFile(out)).equals(data)).toBe(true)
+  }, 60_000)
 
   it('a requester node with challenge = true proves and pays each period on its own', async () => {
     const home = await ledgerHome(ledger.url, '[services.storage]\nenabled = true\nprovide = false\nchallenge = true\n', 'btt-sf-auto-')

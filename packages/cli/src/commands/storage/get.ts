@@ -15,7 +15,8 @@ export default class StorageGet extends BaseCommand {
   static override args = { id: Args.string({ description: 'file id (see `storage list`)', required: true }) }
   static override flags = {
     out: Flags.string({ description: 'where to write the file', required: true }),
-    force: Flags.boolean({ description: 'replace --out if it exists', default: false })
+    force: Flags.boolean({ description: 'replace --out if it exists', default: false }),
+    stream: Flags.boolean({ description: 'receive the file through the admin API even when the node could write it itself (a node running as another user)', default: false })
   }
 
   async run (): Promise<{ id: string, out: string, size: number, seconds: number }> {
@@ -26,7 +27,7 @@ export default class StorageGet extends BaseCommand {
     const tmp = `${flags.out}.btt-partial`
     const progress = new ProgressLine(file.plainSize, 'retrieving', !this.jsonEnabled())
     // the node writes the file itself when it can (same machine, a path it may write)
-    if (isLoopback(client.url)) {
+    if (!flags.stream && isLoopback(client.url)) {
       const transfer = randomBytes(16).toString('hex')
       const long = await this.client(this.homeFrom(flags), { timeoutMs: 7 * 86_400_000 })
       const poll = setInterval(() => {

@@ -28,6 +28,7 @@ export default class StoragePut extends BaseCommand {
     provider: Flags.string({ description: 'provider multiaddr ending in /p2p/<peer id>, or "auto" to pick the cheapest on the DHT', required: true }),
     duration: Flags.string({ description: 'how long to store it: 12h, 30d, 2w', required: true }),
     'max-price': Flags.string({ description: 'highest storage price accepted, BTT per GiB·month', required: true }),
+    stream: Flags.boolean({ description: 'send the file through the admin API even when the node could read it itself (a node running as another user)', default: false }),
     bootstrap: Flags.string({ description: 'with --provider auto: DHT bootstrap host:port (repeatable) [default: discovery.bootstrap of the config]', multiple: true })
   }
 
@@ -60,7 +61,7 @@ export default class StoragePut extends BaseCommand {
 
     const progress = new ProgressLine(st.size, 'uploading', !this.jsonEnabled())
     // the node reads the file itself when it can (same machine, same user): no HTTP hop for the bytes
-    if (isLoopback(client.url)) {
+    if (!flags.stream && isLoopback(client.url)) {
       const transfer = randomBytes(16).toString('hex')
       const long = await this.client(home, { timeoutMs: 7 * 86_400_000 })
       const poll = setInterval(() => {
