@@ -1,5 +1,5 @@
 import type { Stream } from '@libp2p/interface'
-import { Uint8ArrayList } from 'uint8arraylist'
+import { Framed as BaseFramed } from '@btt/node'
 import { z } from 'zod'
 import { StorageError } from './errors.js'
 
@@ -136,118 +136,12 @@ export function periodsOf (duration: number, period: number): number {
   return Math.max(1, Math.ceil(duration / period))
 }
 
-export interface Frame { type: number, payload: Uint8Array }
+export type { Frame } from '@btt/node'
 
-/**
- * Frames over a libp2p stream: reads with a cap per frame type, writes with backpressure
- * (`send` returning false means wait for drain: yamux's write buffer is otherwise unbounded).
- */
-export class Framed {
-  private readonly iterator: AsyncIterator<{ subarray(): Uint8Array } | Uint8Array>
-  private chunks: Uint8Array[] = []
-  private buffered = 0
-
-  constructor (readonly stream: Stream, private readonly caps: Partial<Record<number, number>> = {}) {
-    this.iterator = (stream as unknown as AsyncIterable<{ subarray(): Uint8Array } | Uint8Array>)[Symbol.asyncIterator]()
-  }
-
-  private capOf (type: number): number {
-    return this.caps[type] ?? (type === FRAME_JSON ? MAX_JSON_FRAME : type === FRAME_DATA ? MAX_DATA_FRAME : type === FRAME_PROOF ? MAX_PROOF_FRAME : 0)
-  }
-
-  /** The next frame, or undefined when the remote closed its side cleanly between frames. */
-  async read (): Promise<Frame | undefined> {
-    if (!(await this.fill(5))) {
-      if (this.buffered === 0) return undefined
-      throw new StorageError('STORAGE_PROTOCOL', 'stream ended inside a frame header')
-    }
-    const head = this.take(5)
-    const length = new DataView(head.buffer, head.byteOffset, 5).getUint32(0)
-    const type = head[4] as number
-    const cap = this.capOf(type)
-    if (cap === 0) throw new StorageError('STORAGE_PROTOCOL', `unknown frame type ${type}`)
-    if (length < 1 || length - 1 > cap) throw new StorageError('STORAGE_PROTOCOL', `frame of ${length - 1} bytes over the ${cap}-byte cap for type ${type}`)
-    if (!(await this.fill(length - 1))) throw new StorageError('STORAGE_PROTOCOL', 'stream ended inside a frame')
-    return { type, payload: this.take(length - 1) }
-  }
-
-  /** The next frame, which must be a JSON message; parsed (not yet validated). */
-  async readJson (): Promise<unknown> {
-    const f = await this.read()
-    if (f === undefined) throw new StorageError('STORAGE_PROTOCOL', 'stream ended before a message')
-    if (f.type !== FRAME_JSON) throw new StorageError('STORAGE_PROTOCOL', `expected a message, got frame type ${f.type}`)
-    try {
-      return JSON.parse(Buffer.from(f.payload.buffer, f.payload.byteOffset, f.payload.byteLength).toString('utf8'))
-    } catch {
-      throw new StorageError('STORAGE_PROTOCOL', 'a message is not JSON')
-    }
-  }
-
-  async send (type: number, payload: Uint8Array): Promise<void> {
-    // one send per frame (a separate 5-byte head would cost its own yamux frame and noise
-    // message), without copying the payload
-    const head = new Uint8Array(5)
-    new DataView(head.buffer).setUint32(0, payload.byteLength + 1)
-    head[4] = type
-    if (!this.stream.send(new Uint8ArrayList(head, payload) as unknown as Parameters<Stream['send']>[0])) await this.stream.onDrain()
-  }
-
-  async sendJson (msg: Record<string, unknown>): Promise<void> {
-    await this.send(FRAME_JSON, Buffer.from(JSON.stringify(msg, (_k, v: unknown) => typeof v === 'bigint' ? v.toString() : v)))
-  }
-
-  /** Read and discard `n` raw (unframed) bytes: buffered ones first, then the stream's. */
-  async discardRaw (n: number): Promise<void> {
-    let left = n
-    while (left > 0) {
-      if (this.buffered === 0 && !(await this.fill(1))) throw new StorageError('STORAGE_PROTOCOL', `stream ended ${left} bytes early`)
-      const k = Math.min(left, this.buffered)
-      this.take(k)
-      left -= k
-    }
-  }
-
-  /** Write `n` raw bytes (zeros) with backpressure. */
-  async sendRaw (n: number, block = 256 * 1024): Promise<void> {
-    const buf = new Uint8Array(block)
-    for (let left = n; left > 0; left -= block) {
-      if (!this.stream.send(left >= block ? buf : buf.subarray(0, left))) await this.stream.onDrain()
-    }
-  }
-
-  private async fill (n: number): Promise<boolean> {
-    while (this.buffered < n) {
-      const { value, done } = await this.iterator.next()
-      if (done === true) return false
-      const bytes = value instanceof Uint8Array ? value : value.subarray()
-      if (bytes.byteLength === 0) continue
-      this.chunks.push(bytes)
-      this.buffered += bytes.byteLength
-    }
-    return true
-  }
-
-  private take (n: number): Uint8Array {
-    const first = this.chunks[0] as Uint8Array
-    if (first.byteLength >= n) {
-      const out = first.subarray(0, n)
-      if (first.byteLength === n) this.chunks.shift()
-      else this.chunks[0] = first.subarray(n)
-      this.buffered -= n
-      return out
-    }
-    const out = new Uint8Array(n)
-    let off = 0
-    while (off < n) {
-      const c = this.chunks[0] as Uint8Array
-      const k = Math.min(c.byteLength, n - off)
-      out.set(c.subarray(0, k), off)
-      off += k
-      if (k === c.byteLength) this.chunks.shift()
-      else this.chunks[0] = c.subarray(k)
-    }
-    this.buffered -= n
-    return out
+/** Frames of the storage protocol, with its caps; protocol violations are STORAGE_PROTOCOL errors. */
+export class Framed extends BaseFramed {
+  constructor (stream: Stream, caps: Partial<Record<number, number>> = {}) {
+    super(stream, { [FRAME_JSON]: MAX_JSON_FRAME, [FRAME_DATA]: MAX_DATA_FRAME, [FRAME_PROOF]: MAX_PROOF_FRAME, ...caps }, message => new StorageError('STORAGE_PROTOCOL', message))
   }
 }
 
