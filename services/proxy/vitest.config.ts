@@ -3,8 +3,6 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['src/**/*.test.ts'],
-    testTimeout: 20_000,
-    // the service is being built; its first tests land with its guard
-    passWithNoTests: true
+    testTimeout: 20_000
   }
 })

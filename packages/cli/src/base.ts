@@ -55,7 +55,7 @@ export abstract class BaseCommand extends Command {
 
   protected override async catch (err: Error & { exitCode?: number, code?: string }): Promise<unknown> {
     // our errors (node, channel, ledger, admin API) carry a stable code: print code and message, no stack
-    const ours = err instanceof NodeError || (typeof err.code === 'string' && /^(CHANNEL|LEDGER|CONFIG|API|SERVICE|NODE|KEY|HOME|SEEDING|TORRENT|MAGNET|BENCODE|EXT|WIRE|TRACKER|STORAGE)_[A-Z0-9_]+$/.test(err.code))
+    const ours = err instanceof NodeError || (typeof err.code === 'string' && /^(CHANNEL|LEDGER|CONFIG|API|SERVICE|NODE|KEY|HOME|SEEDING|TORRENT|MAGNET|BENCODE|EXT|WIRE|TRACKER|STORAGE|PROXY)_[A-Z0-9_]+$/.test(err.code))
     if (!ours) return await super.catch(err)
     const exit = err instanceof ConfigError ? EXIT.config : err instanceof NodeNotRunningError ? EXIT.notRunning : 1
     if (this.jsonEnabled()) {

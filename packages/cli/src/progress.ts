@@ -9,18 +9,25 @@ export class ProgressLine {
   private last = 0
   private readonly tty: boolean
 
-  constructor (private readonly total: number, private readonly label: string, enabled = true) {
+  /** `total` undefined: the size is not known (yet); the line shows bytes and rate only. */
+  constructor (private total: number | undefined, private readonly label: string, enabled = true) {
     this.tty = enabled && process.stderr.isTTY === true
   }
 
-  update (done: number): void {
+  update (done: number, total?: number): void {
+    if (total !== undefined) this.total = total
     if (!this.tty) return
     const now = performance.now()
-    if (now - this.last < 100 && done < this.total) return
+    if (now - this.last < 100 && (this.total === undefined || done < this.total)) return
     this.last = now
-    const p = this.total > 0 ? done / this.total : 1
     const secs = (now - this.started) / 1000
-    process.stderr.write(`\r${this.label} ${bar(p)} ${percent(p)}  ${bytes(done)} of ${bytes(this.total)}  ${rate(secs > 0 ? done / secs : 0)}   `)
+    const speed = rate(secs > 0 ? done / secs : 0)
+    if (this.total === undefined) {
+      process.stderr.write(`\r${this.label} ${bytes(done)}  ${speed}   `)
+      return
+    }
+    const p = this.total > 0 ? done / this.total : 1
+    process.stderr.write(`\r${this.label} ${bar(p)} ${percent(p)}  ${bytes(done)} of ${bytes(this.total)}  ${speed}   `)
   }
 
   done (): void {

@@ -95,7 +95,7 @@ export function servicePaymentsOf (p: Payments): ServicePayments {
     pay: async (channelId, amount) => encodeVoucher(await p.payer.pay(channelId, amount)),
     latestVoucher: async channelId => encodeVoucher(await p.payer.latestVoucher(channelId)),
     outgoing: channelId => p.payer.channel(channelId),
-    findChannel: (payee, min) => p.payer.list().find(c => c.payee === payee && c.ledgerId === p.ledgerId && c.status === 'open' && c.deposit - c.spent >= min && c.expiresAt > Date.now()),
+    findChannel: (payee, min, exclude) => p.payer.list().find(c => c.payee === payee && exclude?.has(c.id) !== true && c.ledgerId === p.ledgerId && c.status === 'open' && c.deposit - c.spent >= min && c.expiresAt > Date.now()),
     openChannel: async (payee, deposit, expiresAt) => await p.payer.open({ payee, deposit, expiresAt }),
     balance: async () => (await p.ledger.balance(p.account))
   }

@@ -61,8 +61,8 @@ export interface ServicePayments {
   latestVoucher(channelId: string): Promise<Uint8Array>
   /** Requester side: an outgoing channel's state (spent, deposit, expiry), if known. */
   outgoing(channelId: string): OutgoingChannel | undefined
-  /** Requester side: an open outgoing channel to `payee` with at least `min` unspent. */
-  findChannel(payee: string, min: bigint): OutgoingChannel | undefined
+  /** Requester side: an open outgoing channel to `payee` with at least `min` unspent, other than those in `exclude` (channels busy in another session). */
+  findChannel(payee: string, min: bigint, exclude?: ReadonlySet<string>): OutgoingChannel | undefined
   /** Requester side: open a channel at the ledger (locks `deposit` from the wallet's balance). */
   openChannel(payee: string, deposit: bigint, expiresAt: number): Promise<OutgoingChannel>
   /** Requester side: what the wallet holds at the ledger, not counting channel deposits. */

@@ -4,16 +4,14 @@ import { randomBytes } from 'node:crypto'
 import { basename, resolve } from 'node:path'
 import { Readable } from 'node:stream'
 import { parseBtt } from '@btt/channel'
-import { readConfigFile } from '@btt/node'
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../../base.js'
 import { btt, parseDuration } from '../../format.js'
 import { ProgressLine } from '../../progress.js'
+import { pickProvider } from '../../provider-pick.js'
 import { bytes } from '../../seed-format.js'
 import { isLoopback, printFile, type StoredFileJson } from '../../storage-format.js'
 
-const HOST_PORT = /^([a-zA-Z0-9.-]+):(\d{1,5})$/
-const MAINLINE_BOOTSTRAP = ['router.bittorrent.com:6881', 'router.utorrent.com:6881', 'dht.transmissionbt.com:6881']
 
 export default class StoragePut extends BaseCommand {
   static override description = 'Encrypt a file and store it with a provider for a duration, paid per proven period (the running node keeps the key, root and contract)'
@@ -53,7 +51,9 @@ export default class StoragePut extends BaseCommand {
 
     let addrs: string[]
     if (flags.provider === 'auto') {
-      addrs = await this.pickProvider(home, client, maxPrice, flags.bootstrap)
+      const best = await pickProvider(this, { home, client, service: 'storage', maxPrice, bootstrap: flags.bootstrap, describePrice: p => `${btt(p)} per GiB·month` })
+      if (!this.jsonEnabled()) this.logToStderr(`provider ${best.publicKey.slice(0, 16)}… at ${btt(best.price)} per GiB·month (${best.qualified} of ${best.found} offers qualify)`)
+      addrs = best.addrs
     } else {
       if (!/\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/.test(flags.provider)) this.error('--provider must be a multiaddr ending in /p2p/<peer id> (see `btt-node providers find storage`), or auto', { exit: 2 })
       addrs = [flags.provider]
@@ -99,35 +99,5 @@ export default class StoragePut extends BaseCommand {
       printFile(this, out.file)
     }
     return out
-  }
-
-  /** The cheapest verified storage offer on the DHT within --max-price that settles on this node's ledger. */
-  private async pickProvider (home: string, client: Awaited<ReturnType<BaseCommand['client']>>, maxPrice: bigint, bootstrapFlag: string[] | undefined): Promise<string[]> {
-    const { Discovery } = await import('@btt/discovery')
-    const { generateKeyPair } = await import('@btt/channel')
-    const { homePaths } = await import('@btt/node')
-    const raw = await readConfigFile(homePaths(home).config)
-    const configured = ((raw.discovery ?? {}) as { bootstrap?: string[] }).bootstrap
-    const bootstrap = bootstrapFlag ?? configured ?? MAINLINE_BOOTSTRAP
-    for (const b of bootstrap) if (!HOST_PORT.test(b)) this.error(`bootstrap ${b}: expected host:port`, { exit: 2 })
-    const local = bootstrap.every(b => /^(127\.|localhost$)/.test(HOST_PORT.exec(b)?.[1] ?? ''))
-    const ledger = (await client.wallet()).ledger.ledgerId
-    const dht = new Discovery({ keyPair: generateKeyPair(), bootstrap, host: local ? '127.0.0.1' : '0.0.0.0', port: 0 })
-    let found: Awaited<ReturnType<typeof dht.findProviders>>
-    try {
-      await dht.start()
-      found = await dht.findProviders('storage', { timeoutMs: 10_000, limit: 50 })
-    } finally {
-      await dht.stop()
-    }
-    const usable = found
-      .filter(o => o.offer.ledger === ledger && (o.offer.prices.storage ?? maxPrice + 1n) <= maxPrice && o.offer.addrs.length > 0)
-      .sort((a, b) => (a.offer.prices.storage as bigint) < (b.offer.prices.storage as bigint) ? -1 : 1)
-    const best = usable[0]
-    if (best === undefined) {
-      this.error(`no storage provider on the DHT at or below ${btt(maxPrice)} per GiB·month on ledger ${ledger.slice(0, 16)}… (${found.length} offer(s) found); raise --max-price or name one with --provider`, { exit: 1 })
-    }
-    if (!this.jsonEnabled()) this.logToStderr(`provider ${Buffer.from(best.publicKey).toString('hex').slice(0, 16)}… at ${btt(best.offer.prices.storage as bigint)} per GiB·month (${usable.length} of ${found.length} offers qualify)`)
-    return best.offer.addrs
   }
 }
