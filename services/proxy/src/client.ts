@@ -188,8 +188,16 @@ export class ProxyClient {
         if (complete) break
         this.init.logger.info({ out: opts.out, channel }, 'proxy channel used up; going on with a new one')
       }
+    } catch (err) {
+      if (manifest.chunks.length === 0 && manifest.pending === undefined) {
+        // nothing was paid for this download: no manifest to resume from, the channel is free again
+        await fh.close().catch(() => {})
+        await rm(partialPath, { force: true })
+        await this.held.release(opts.out)
+      }
+      throw err
     } finally {
-      await fh.close()
+      await fh.close().catch(() => {})
     }
     await rename(partialPath, opts.out)
     await rm(manifestPath, { force: true })
