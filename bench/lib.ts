@@ -1,3 +1,15 @@
+import { readFileSync } from 'node:fs'
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+export function cpuSeconds (pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return NaN
+  }
+}
+
 /** One benchmark figure, printed as one JSON line on stdout. */
 export interface Figure {
   bench: string

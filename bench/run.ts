@@ -5,6 +5,7 @@
 import { benchChannel } from './channel.ts'
 import { benchFuzz } from './fuzz.ts'
 import { benchLedger } from './ledger.ts'
+import { benchProxy } from './proxy.ts'
 import { benchSeeding } from './seeding.ts'
 import { benchSeedingPaid } from './seeding-paid.ts'
 import { benchStart } from './start.ts'
@@ -21,7 +22,8 @@ const BENCHES: Record<string, () => Promise<void>> = {
   'seeding-paid': benchSeedingPaid,
   'storage-proof': benchStorageProof,
   storage: benchStorage,
-  tracker: benchTracker
+  tracker: benchTracker,
+  proxy: benchProxy
 }
 
 const wanted = process.argv.slice(2)

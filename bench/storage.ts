@@ -18,18 +18,7 @@ import { join } from 'node:path'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { runCli, startNodeProcess } from '../test/helpers/cli.ts'
 import { BTT, fundHome, ledgerHome, startLedgerProcess } from '../test/helpers/paid.ts'
-import { readFileSync } from 'node:fs'
-import { median, note, report } from './lib.ts'
-
-/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
-function cpuSeconds (pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
-    return (Number(f[11]) + Number(f[12])) / 100
-  } catch {
-    return NaN
-  }
-}
+import { cpuSeconds, median, note, report } from './lib.ts'
 
 const MIB = 1 << 20
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)

@@ -78,9 +78,6 @@ describe('proxy: a chunked, paid, resumable fetch between two real nodes', () =>
     let cuts = 0
     let seed = 7
     const rand = (): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31 }
-    const manifestBytes = async (): Promise<number> => {
-      try { return (JSON.parse(await readFile(`${out}.btt-manifest.json`, 'utf8')) as { bytes: number }).bytes } catch { return 0 }
-    }
     const progress: number[] = []
     // 20 cut points spread over the body; each run is killed once the download passed its point
     // (plus a random few ms, so the cut lands anywhere in a chunk's transfer or payment)
@@ -90,8 +87,14 @@ describe('proxy: a chunked, paid, resumable fetch between two real nodes', () =>
       const result = collect(child)
       const point = Math.max(points[cuts] as number, (progress[progress.length - 1] ?? 0) + 1)
       const deadline = Date.now() + 60_000
-      while (await manifestBytes() < point && child.exitCode === null && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 5))
+      // the node's live count (the manifest on disk is saved lazily)
+      const live = async (): Promise<number> => {
+        const api = new AdminClient({ url: requester.apiUrl, token: await readApiToken(homePaths(requesterHome)) })
+        return (await api.serviceRequest<{ fetches: Array<{ out: string, bytes: number }> }>('proxy', 'GET', '/fetches')).fetches.find(f => f.out === out)?.bytes ?? 0
+      }
+      while (await live() < point && child.exitCode === null && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 5))
       await new Promise(resolve => setTimeout(resolve, Math.floor(rand() * 40)))
+      const reached = await live()
       if (cuts % 5 === 4) {
         // every fifth cut is a crash of the requester's node itself: the manifest, the partial file
         // and the channel store must carry the download (and a payment made but not sent) over it
@@ -101,19 +104,23 @@ describe('proxy: a chunked, paid, resumable fetch between two real nodes', () =>
       child.kill('SIGKILL')
       const r = await result
       expect(r.code, `the fetch finished before 20 cuts (${cuts}): make the cuts faster`).not.toBe(0)
-      progress.push(await manifestBytes())
+      expect(reached, `cut ${cuts}: the fetch ended on its own: ${r.stdout}${r.stderr}`).toBeGreaterThan(0)
+      // the download stays resumable: its manifest is there (it may lag what was paid; the channel says the rest)
+      await expect(readFile(`${out}.btt-manifest.json`, 'utf8')).resolves.toContain('"segments"')
+      progress.push(reached)
       cuts++
     }
     // each cut came mid-download, and the download kept moving between cuts
     expect(progress[progress.length - 1]).toBeLessThan(SIZE)
-    const advanced = progress.filter((b, i) => b > (progress[i - 1] ?? 0)).length
-    expect(advanced, `bytes after each cut: ${progress.join(', ')}`).toBe(20)
+    const advanced = progress.filter((b, i) => b > (progress[i - 1] ?? 0) && b >= (points[i] as number)).length
+    expect(advanced, `bytes at each cut: ${progress.join(', ')}`).toBe(20)
     // resumed after the last cut, uninterrupted
     const last = await runCli([...args, '--resume'])
     expect(last.code, last.stderr).toBe(0)
     const summary = JSON.parse(last.stdout) as { bytes: number, resumedFrom: number }
     expect(summary.bytes).toBe(SIZE)
-    expect(summary.resumedFrom).toBe(Math.floor(progress[progress.length - 1] as number / MIB))
+    // the manifest on disk may lag what was paid (it is saved lazily; the channel says the rest)
+    expect(summary.resumedFrom).toBeGreaterThanOrEqual(Math.floor(progress[progress.length - 1] as number / MIB))
     await expect(readFile(`${out}.btt-manifest.json`)).rejects.toThrow()
     const got = await readFile(out)
     expect(got.length).toBe(SIZE)

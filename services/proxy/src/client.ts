@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
+import { constants as fsConstants } from 'node:fs'
 import { open, readFile, rename, rm, stat, truncate, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ServicePayments } from '@btt/node'
@@ -21,21 +22,35 @@ const CHANNEL_LIFETIME_MS = 7 * 86_400_000
  * SHA-256 and the origin's validators. Written (durably) after a chunk is on disk and before it is
  * paid, so a resumed download neither pays a chunk twice nor keeps bytes it did not check.
  */
+/**
+ * What a download has received, next to its partial file: the URL, the chunk size, each chunk's
+ * SHA-256, the origin's validators, and the segments of its payment (each a channel from a byte on,
+ * with the channel's spent amount when the segment began). Segments are written durably before
+ * anything is paid on them; the chunk list is saved lazily, and a resume completes it from the
+ * channel (see ProxyClient.reconcile).
+ */
 export interface Manifest {
-  v: 1
+  v: 2
   url: string
   chunkSize: number
   chunks: string[]
   bytes: number
-  /** the channel the chunks are paid on, and whom it pays */
-  channel?: string
-  provider?: { account: string, addrs: string[] }
-  /** a chunk whose payment was being made: resent (never made again) when the download resumes */
-  pending?: { index: number, amount: string, spentBefore: string }
+  segments: Segment[]
   status?: number
   etag?: string
   lastModified?: string
   length?: number
+}
+
+export interface Segment {
+  channel: string
+  /** the provider's wallet account and addresses */
+  account: string
+  addrs: string[]
+  /** base units per byte */
+  price: string
+  spentAtStart: string
+  fromByte: number
 }
 
 export interface FetchOptions {
@@ -124,7 +139,7 @@ export class ProxyClient {
     const payments = this.init.payments
     let manifest = await readManifest(manifestPath)
     if (manifest !== undefined && opts.resume !== true && opts.force !== true) {
-      throw new ProxyError('PROXY_UNFINISHED', `an interrupted download of ${manifest.url} is at ${opts.out} (${manifest.bytes} bytes): resume it, or force to discard it`)
+      throw new ProxyError('PROXY_UNFINISHED', `an interrupted download of ${manifest.url} is at ${opts.out} (${manifest.bytes} bytes or more): resume it, or force to discard it`)
     }
     if (manifest === undefined && opts.resume === true && await exists(opts.out)) {
       // finished already (its manifest goes when the file is complete): fetching again would pay again
@@ -136,17 +151,15 @@ export class ProxyClient {
     if (terms.ledger !== payments.ledgerId) throw new ProxyError('PROXY_WRONG_LEDGER', `the provider settles on ledger ${terms.ledger}, this node on ${payments.ledgerId}`)
     if (terms.price > opts.maxPrice) throw new ProxyError('PROXY_PRICE_TOO_HIGH', `the provider charges ${terms.price} base units per byte, above the limit ${opts.maxPrice}`)
 
-    // the last payment of the interrupted download: made now if it was not, delivered to whoever it pays
-    let settle: { channel: string, voucher: Uint8Array } | undefined
-    if (manifest?.pending !== undefined) {
-      const voucher = await this.resolvePending(manifest)
-      const channel = manifest.channel as string
-      if (manifest.provider?.account === terms.account) {
-        settle = { channel, voucher }
-      } else {
-        await this.deliver(manifest.provider?.addrs ?? [], channel, voucher, opts.signal)
-        delete manifest.pending
-        await writeManifest(manifestPath, manifest)
+    // the interrupted download: what its channel says was paid is what it holds; the last voucher
+    // goes to its provider again (one that has it ignores it)
+    let settle: Awaited<ReturnType<ProxyClient['reconcile']>>
+    if (manifest !== undefined) {
+      settle = await this.reconcile(manifest, partialPath)
+      await writeManifest(manifestPath, manifest)
+      if (settle !== undefined && settle.account !== terms.account) {
+        await this.deliver(settle.addrs, settle.channel, settle.voucher, opts.signal)
+        settle = undefined
       }
     }
     if (manifest !== undefined && opts.resume !== true) {
@@ -158,12 +171,10 @@ export class ProxyClient {
     }
     if (manifest === undefined) {
       await rm(partialPath, { force: true })
-      manifest = { v: 1, url: opts.url, chunkSize, chunks: [], bytes: 0 }
+      manifest = { v: 2, url: opts.url, chunkSize, chunks: [], bytes: 0, segments: [] }
     } else {
-      // bytes past the last recorded chunk were never checked: drop them
+      // bytes past the last paid chunk were never paid for: dropped, fetched again
       chunkSize = manifest.chunkSize
-      const have = await stat(partialPath).then(s => s.size, () => 0)
-      if (have < manifest.bytes) throw new ProxyError('PROXY_RESUME_MISMATCH', `${partialPath} holds ${have} bytes, the manifest ${manifest.bytes}: start again without resume`)
       await truncate(partialPath, manifest.bytes)
     }
     const from = manifest.chunks.length
@@ -171,34 +182,45 @@ export class ProxyClient {
     const state: ActiveFetch = { out: opts.out, url: opts.url, bytes: manifest.bytes, ...(manifest.length !== undefined ? { length: manifest.length } : {}), chunks: from, paid: 0n, provider: opts.addrs[0] as string, startedAt: Date.now() }
     this.active.set(opts.out, state)
     const used: string[] = []
-    const fh = await open(partialPath, 'a', 0o600)
+    const saver = new ManifestSaver(manifestPath)
+    // positional writes (never O_APPEND: Linux ignores pwrite's offset under it)
+    const fh = await open(partialPath, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600)
     try {
       for (;;) {
         const channel = await this.channelFor(opts, manifest, terms.account, need)
-        manifest.channel = channel
-        manifest.provider = { account: terms.account, addrs: opts.addrs }
         if (!used.includes(channel)) used.push(channel)
+        const seg = manifest.segments.at(-1)
+        if (seg === undefined || seg.channel !== channel || seg.price !== terms.price.toString()) {
+          // a new segment, durable before anything is paid on it: its channel's spent amount from
+          // here on counts this download's paid bytes
+          manifest.segments.push({ channel, account: terms.account, addrs: opts.addrs, price: terms.price.toString(), spentAtStart: (payments.outgoing(channel)?.spent ?? 0n).toString(), fromByte: manifest.bytes })
+          await saver.now(manifest)
+        }
         if (settle !== undefined && settle.channel !== channel) {
-          // the pending voucher is on a channel this download no longer uses: on its own
+          // the last voucher is on a channel this download no longer uses: on its own
           await this.deliver(opts.addrs, settle.channel, settle.voucher, opts.signal)
           settle = undefined
         }
-        const complete = await this.session({ opts, manifest, manifestPath, fh, terms, state, channel, need, ...(settle !== undefined ? { settle: settle.voucher } : {}) })
+        const complete = await this.session({ opts, manifest, saver, fh, terms, state, channel, need, ...(settle !== undefined ? { settle: settle.voucher } : {}) })
         settle = undefined
         if (complete) break
         this.init.logger.info({ out: opts.out, channel }, 'proxy channel used up; going on with a new one')
       }
     } catch (err) {
-      if (manifest.chunks.length === 0 && manifest.pending === undefined) {
+      await saver.stop()
+      await saver.now(manifest).catch(() => {})
+      if (manifest.bytes === 0 && state.paid === 0n) {
         // nothing was paid for this download: no manifest to resume from, the channel is free again
         await fh.close().catch(() => {})
         await rm(partialPath, { force: true })
+        await rm(manifestPath, { force: true })
         await this.held.release(opts.out)
       }
       throw err
     } finally {
       await fh.close().catch(() => {})
     }
+    await saver.stop()
     await rename(partialPath, opts.out)
     await rm(manifestPath, { force: true })
     await this.held.release(opts.out)
@@ -206,20 +228,31 @@ export class ProxyClient {
   }
 
   /**
-   * The voucher of the manifest's pending chunk. The channel served only this download since
-   * (held), so its spent amount tells: unchanged → the payment was never made (make it now);
-   * grown by the amount or more → made (the latest voucher carries it).
+   * Bring an interrupted download's manifest up to what its last channel says was paid. That
+   * channel served only this download since the segment began (held), and a chunk's bytes are
+   * durable before it is paid, so: paid bytes = segment start + (spent − spent at start) / price;
+   * chunks paid but not yet in the manifest (it is saved lazily) are hashed from the file; bytes
+   * past them were never paid and are dropped. Returns the segment's latest voucher to resend.
    */
-  private async resolvePending (manifest: Manifest): Promise<Uint8Array> {
-    const pending = manifest.pending as NonNullable<Manifest['pending']>
-    const id = manifest.channel
-    const ch = id !== undefined ? this.init.payments.outgoing(id) : undefined
-    if (id === undefined || ch === undefined) throw new ProxyError('PROXY_RESUME_MISMATCH', `channel ${id ?? '(none)'} of this download is not in the wallet`)
-    const before = BigInt(pending.spentBefore)
-    const amount = BigInt(pending.amount)
-    if (ch.spent === before) return await this.init.payments.pay(id, amount)
-    if (ch.spent >= before + amount) return await this.init.payments.latestVoucher(id)
-    throw new ProxyError('PROXY_RESUME_MISMATCH', `channel ${id} spent ${ch.spent}, expected ${before} or at least ${before + amount}`)
+  private async reconcile (manifest: Manifest, partialPath: string): Promise<{ channel: string, account: string, addrs: string[], voucher: Uint8Array } | undefined> {
+    const seg = manifest.segments.at(-1)
+    if (seg === undefined) return undefined
+    const ch = this.init.payments.outgoing(seg.channel)
+    if (ch === undefined) throw new ProxyError('PROXY_RESUME_MISMATCH', `channel ${seg.channel} of this download is not in the wallet`)
+    const price = BigInt(seg.price)
+    const delta = ch.spent - BigInt(seg.spentAtStart)
+    if (price <= 0n || delta < 0n || delta % price !== 0n) throw new ProxyError('PROXY_RESUME_MISMATCH', `channel ${seg.channel} spent ${ch.spent}, which no whole number of bytes since ${seg.spentAtStart} at ${price} explains`)
+    const paid = seg.fromByte + Number(delta / price)
+    if (paid < manifest.bytes) throw new ProxyError('PROXY_RESUME_MISMATCH', `the manifest holds ${manifest.bytes} bytes, channel ${seg.channel} paid for ${paid}`)
+    const have = await stat(partialPath).then(st => st.size, () => 0)
+    if (have < paid) throw new ProxyError('PROXY_RESUME_MISMATCH', `${partialPath} holds ${have} bytes, ${paid} were paid for: start again without resume`)
+    while (manifest.bytes < paid) {
+      const length = Math.min(manifest.chunkSize, paid - manifest.bytes)
+      manifest.chunks.push(await hashRange(partialPath, manifest.bytes, length) as string)
+      manifest.bytes += length
+    }
+    if (delta === 0n) return undefined
+    return { channel: seg.channel, account: seg.account, addrs: seg.addrs, voucher: await this.init.payments.latestVoucher(seg.channel) }
   }
 
   /** A voucher on its own (the download went on through another provider or channel): best effort. */
@@ -241,21 +274,24 @@ export class ProxyClient {
   /** A channel to the provider with room for a chunk: the download's own, another free one, or a new one. */
   private async channelFor (opts: FetchOptions, manifest: Manifest, payee: string, need: bigint): Promise<string> {
     const payments = this.init.payments
-    const own = manifest.channel !== undefined && manifest.provider?.account === payee ? payments.outgoing(manifest.channel) : undefined
-    if (own !== undefined && own.status === 'open' && own.deposit - own.spent >= need && own.expiresAt > Date.now() + 60_000) return own.id
-    let channel = payments.findChannel(payee, need, await this.held.others(opts.out))
-    if (channel === undefined) {
-      if (opts.budget < need) throw new ProxyError('PROXY_FUNDS', `a chunk costs ${need} base units; the budget is ${opts.budget}`)
-      channel = await payments.openChannel(payee, opts.budget, Date.now() + CHANNEL_LIFETIME_MS)
+    const seg = manifest.segments.at(-1)
+    const own = seg !== undefined && seg.account === payee ? payments.outgoing(seg.channel) : undefined
+    if (own !== undefined && own.status === 'open' && own.deposit - own.spent >= need && own.expiresAt > Date.now() + 60_000) {
+      await this.held.hold(opts.out, own.id)
+      return own.id
     }
-    // held before anything is paid on it
-    await this.held.hold(opts.out, channel.id)
-    return channel.id
+    // found (or opened) and held in one step: two downloads starting together never take the same one
+    return await this.held.claim(opts.out, async others => {
+      const found = payments.findChannel(payee, need, others)
+      if (found !== undefined) return found.id
+      if (opts.budget < need) throw new ProxyError('PROXY_FUNDS', `a chunk costs ${need} base units; the budget is ${opts.budget}`)
+      return (await payments.openChannel(payee, opts.budget, Date.now() + CHANNEL_LIFETIME_MS)).id
+    })
   }
 
   /** One stream to the provider: chunks from the manifest's end until the body ends (true) or the channel is used up (false). */
-  private async session (s: { opts: FetchOptions, manifest: Manifest, manifestPath: string, fh: FileHandle, terms: Terms, state: ActiveFetch, channel: string, need: bigint, settle?: Uint8Array }): Promise<boolean> {
-    const { opts, manifest, manifestPath, fh, terms, state, channel } = s
+  private async session (s: { opts: FetchOptions, manifest: Manifest, saver: ManifestSaver, fh: FileHandle, terms: Terms, state: ActiveFetch, channel: string, need: bigint, settle?: Uint8Array }): Promise<boolean> {
+    const { opts, manifest, saver, fh, terms, state, channel } = s
     const payments = this.init.payments
     const from = manifest.chunks.length
     const io = await this.dial(opts.addrs, opts.signal)
@@ -265,11 +301,6 @@ export class ProxyClient {
     try {
       await io.sendJson({ t: 'fetch', url: manifest.url, channel, chunk_size: manifest.chunkSize, from, max_price: opts.maxPrice, verify_previous: from > 0, ...(s.settle !== undefined ? { settle: Buffer.from(s.settle).toString('hex') } : {}) })
       const head = await this.expect(io, 'head')
-      if (manifest.pending !== undefined) {
-        // the provider has the pending voucher now (it was in the request)
-        delete manifest.pending
-        await writeManifest(manifestPath, manifest)
-      }
       if (head.price !== terms.price) throw new ProxyError('PROXY_BAD_PRICE', `the provider quoted ${terms.price} and now asks ${head.price}`)
       if (from > 0) {
         // the same resource as before, from this provider too: validators and the last chunk's hash
@@ -280,6 +311,7 @@ export class ProxyClient {
         if (head.headers.etag !== undefined) manifest.etag = head.headers.etag
         if (head.headers['last-modified'] !== undefined) manifest.lastModified = head.headers['last-modified']
         if (head.length !== undefined) { manifest.length = head.length; state.length = head.length }
+        await saver.now(manifest)
       }
       for (;;) {
         opts.signal?.throwIfAborted()
@@ -289,31 +321,32 @@ export class ProxyClient {
         const index = manifest.chunks.length
         if (msg.t !== 'chunk' || msg.index !== index) throw new ProxyError('PROXY_PROTOCOL', `expected chunk ${index}`)
         if (msg.length > manifest.chunkSize) throw new ProxyError('PROXY_PROTOCOL', `chunk ${index} is larger than the chunk size`)
-        const buf = Buffer.allocUnsafe(msg.length)
+        // hashed and written as the frames arrive (bytes past the paid ones are dropped on resume)
+        const hash = createHash('sha256')
+        const writes: Array<Promise<unknown>> = []
         let got = 0
         while (got < msg.length) {
           const f = await io.read()
           if (f === undefined || f.type !== FRAME_DATA) throw new ProxyError('PROXY_PROTOCOL', `chunk ${index} ended early`)
           if (got + f.payload.byteLength > msg.length) throw new ProxyError('PROXY_PROTOCOL', `chunk ${index} is longer than announced`)
-          buf.set(f.payload, got)
+          hash.update(f.payload)
+          writes.push(fh.write(f.payload, 0, f.payload.byteLength, manifest.bytes + got))
           got += f.payload.byteLength
         }
-        const digest = createHash('sha256').update(buf).digest('hex')
+        const digest = hash.digest('hex')
+        await Promise.all(writes)
         if (digest !== msg.sha256) throw new ProxyError('PROXY_BAD_CHUNK', `chunk ${index} does not match its SHA-256: not paid`)
-        // on disk and in the manifest before it is paid: a crash after this never pays it twice
-        await fh.write(buf, 0, buf.byteLength, manifest.bytes)
+        // durable before it is paid: a paid chunk is never lost to a crash and fetched (and paid) again
         await fh.datasync()
-        const amount = terms.price * BigInt(buf.byteLength)
-        const spentBefore = payments.outgoing(channel)?.spent ?? 0n
-        manifest.chunks.push(digest)
-        manifest.bytes += buf.byteLength
-        manifest.pending = { index, amount: amount.toString(), spentBefore: spentBefore.toString() }
-        await writeManifest(manifestPath, manifest)
+        const amount = terms.price * BigInt(msg.length)
         const voucher = await payments.pay(channel, amount)
         const ch = payments.outgoing(channel)
         // no room for another chunk on this channel: the provider stops after this one
         const last = ch === undefined || ch.deposit - ch.spent < s.need
         await io.sendJson({ t: 'pay', index, voucher: Buffer.from(voucher).toString('hex'), last })
+        manifest.chunks.push(digest)
+        manifest.bytes += msg.length
+        saver.soon(manifest)
         state.paid += amount
         state.bytes = manifest.bytes
         state.chunks = manifest.chunks.length
@@ -321,6 +354,23 @@ export class ProxyClient {
       }
     } finally {
       opts.signal?.removeEventListener('abort', onAbort)
+      await io.stream.close().catch(() => {})
+    }
+  }
+
+  /** Raw stream throughput from a provider this node has paid (no fetching, hashing or paying): MB/s. */
+  async speedtest (addrs: string[], bytes: number): Promise<{ MBps: number, bytes: number, seconds: number }> {
+    const io = await this.dial(addrs)
+    try {
+      const t0 = performance.now()
+      await io.sendJson({ t: 'speedtest', bytes })
+      // the provider answers `speed` (or an error) before the raw bytes, and `speed` again after them
+      await this.expect(io, 'speed')
+      await io.discardRaw(bytes)
+      await this.expect(io, 'speed')
+      const seconds = (performance.now() - t0) / 1000
+      return { MBps: bytes / 1e6 / seconds, bytes, seconds }
+    } finally {
       await io.stream.close().catch(() => {})
     }
   }
@@ -370,6 +420,19 @@ export class ProxyClient {
 
 type Terms = Extract<ProviderMessage, { t: 'terms' }>
 
+/** SHA-256 (hex) of `length` bytes of a file from `start`; undefined when the file is shorter. */
+async function hashRange (path: string, start: number, length: number): Promise<string | undefined> {
+  const fh = await open(path, 'r').catch(() => undefined)
+  if (fh === undefined) return undefined
+  try {
+    const buf = Buffer.allocUnsafe(length)
+    const { bytesRead } = await fh.read(buf, 0, length, start)
+    return bytesRead === length ? createHash('sha256').update(buf).digest('hex') : undefined
+  } finally {
+    await fh.close()
+  }
+}
+
 async function exists (path: string): Promise<boolean> {
   return await stat(path).then(() => true, () => false)
 }
@@ -397,18 +460,25 @@ class HeldChannels {
     return this.map
   }
 
-  private async change (fn: (m: Record<string, string>) => boolean): Promise<void> {
+  private async change (fn: (m: Record<string, string>) => boolean | Promise<boolean>): Promise<void> {
     const run = this.queue.then(async () => {
       const m = await this.load()
-      if (fn(m)) await writeJsonDurably(this.path, m)
+      if (await fn(m)) await writeJsonDurably(this.path, m)
     })
     this.queue = run.catch(() => {})
     await run
   }
 
-  async others (out: string): Promise<Set<string>> {
-    const m = await this.load()
-    return new Set(Object.entries(m).filter(([k]) => k !== out).map(([, v]) => v))
+  /** Pick a channel for `out` (given the ones other downloads hold) and hold it, atomically. */
+  async claim (out: string, pick: (others: Set<string>) => Promise<string>): Promise<string> {
+    let chosen = ''
+    await this.change(async m => {
+      chosen = await pick(new Set(Object.entries(m).filter(([k]) => k !== out).map(([, v]) => v)))
+      if (m[out] === chosen) return false
+      m[out] = chosen
+      return true
+    })
+    return chosen
   }
 
   async hold (out: string, channel: string): Promise<void> {
@@ -434,7 +504,7 @@ async function readManifest (path: string): Promise<Manifest | undefined> {
   } catch {
     throw new ProxyError('PROXY_RESUME_MISMATCH', `${path} is not a download manifest (not JSON): remove it to start again`)
   }
-  if (m === null || typeof m !== 'object' || m.v !== 1 || typeof m.url !== 'string' || !Array.isArray(m.chunks) || !Number.isSafeInteger(m.bytes) || !Number.isSafeInteger(m.chunkSize)) {
+  if (m === null || typeof m !== 'object' || m.v !== 2 || typeof m.url !== 'string' || !Array.isArray(m.chunks) || !Array.isArray(m.segments) || !Number.isSafeInteger(m.bytes) || !Number.isSafeInteger(m.chunkSize) || m.chunkSize < MIN_CHUNK_BYTES || m.chunkSize > MAX_CHUNK_BYTES) {
     throw new ProxyError('PROXY_RESUME_MISMATCH', `${path} is not a download manifest`)
   }
   return m
@@ -444,12 +514,48 @@ async function writeManifest (path: string, m: Manifest): Promise<void> {
   await writeJsonDurably(path, m)
 }
 
-/** Atomic and durable: temp file, fsync, rename. */
+/** Saves a manifest durably, one write at a time: `now` waits for it, `soon` at most once a second in the background. */
+class ManifestSaver {
+  private chain: Promise<void> = Promise.resolve()
+  private last = 0
+  private timer: NodeJS.Timeout | undefined
+
+  constructor (private readonly path: string) {}
+
+  async now (m: Manifest): Promise<void> {
+    const text = JSON.stringify(m)
+    const run = this.chain.then(async () => { await writeTextDurably(this.path, text) })
+    this.chain = run.catch(() => {})
+    this.last = Date.now()
+    await run
+  }
+
+  soon (m: Manifest): void {
+    if (this.timer !== undefined) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.now(m).catch(() => {})
+    }, Math.max(0, this.last + 1000 - Date.now()))
+  }
+
+  /** No more background saves; waits for the one under way. */
+  async stop (): Promise<void> {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    await this.chain
+  }
+}
+
 async function writeJsonDurably (path: string, m: unknown): Promise<void> {
+  await writeTextDurably(path, JSON.stringify(m))
+}
+
+/** Atomic and durable: temp file, fsync, rename. */
+async function writeTextDurably (path: string, text: string): Promise<void> {
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`
   const fh = await open(tmp, 'w', 0o600)
   try {
-    await fh.writeFile(JSON.stringify(m))
+    await fh.writeFile(text)
     await fh.datasync()
   } finally {
     await fh.close()

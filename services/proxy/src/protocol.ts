@@ -19,14 +19,18 @@ export const MAX_DATA_FRAME = 1024 * 1024
 /** Chunk sizes a requester may ask for: 64 KiB to 16 MiB. */
 export const MIN_CHUNK_BYTES = 64 * 1024
 export const MAX_CHUNK_BYTES = 16 * 1024 * 1024
-export const DEFAULT_CHUNK_BYTES = 1024 * 1024
+/** 4 MiB: one chunk's pause for payment (two durable commits and a round trip) is small beside its transfer (see bench/proxy.ts) */
+export const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 export const MAX_URL_CHARS = 8192
+export const MAX_SPEEDTEST_BYTES = 1024 * 1024 * 1024
 
 const zAmount = z.string().regex(/^(0|[1-9][0-9]{0,38})$/, 'an amount in base units').transform(s => BigInt(s))
 const HEX32 = /^[0-9a-f]{64}$/
 
 export const zClientMessage = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('quote') }),
+  /** raw stream throughput provider → requester (for peers that have paid this provider): `bytes` raw bytes, then `speed` */
+  z.strictObject({ t: z.literal('speedtest'), bytes: z.int().min(1).max(MAX_SPEEDTEST_BYTES) }),
   z.strictObject({
     t: z.literal('fetch'),
     url: z.string().min(1).max(MAX_URL_CHARS),
@@ -68,6 +72,7 @@ export const zProviderMessage = z.discriminatedUnion('t', [
   /** `complete`: the body ended (false: stopped after a `last` payment) */
   z.strictObject({ t: z.literal('end'), chunks: z.int().min(0), bytes: z.int().min(0), complete: z.boolean() }),
   z.strictObject({ t: z.literal('settled'), credited: zAmount }),
+  z.strictObject({ t: z.literal('speed'), bytes: z.int().min(0), ms: z.number().min(0) }),
   z.strictObject({ t: z.literal('error'), code: z.string().max(64), message: z.string().max(1024) })
 ])
 export type ProviderMessage = z.output<typeof zProviderMessage>

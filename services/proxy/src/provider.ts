@@ -4,7 +4,8 @@ import type { ServicePayments } from '@btt/node'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import { ProxyError } from './errors.js'
-import { safeFetch, type GuardPolicy } from './guard.js'
+import type { DiskCache } from './cache.js'
+import { checkUrl, safeFetch, type GuardPolicy, type SafeResponse } from './guard.js'
 import { FRAME_DATA, Framed, MAX_DATA_FRAME, parseMessage, zClientMessage, type ClientMessage } from './protocol.js'
 
 export interface ProviderConfig {
@@ -26,7 +27,9 @@ export interface ProviderInit {
   payments: ServicePayments
   config: ProviderConfig
   logger: Logger
-  onEvent?: (event: 'fetch' | 'chunk' | 'paid' | 'refused', detail: { bytes?: number, amount?: bigint, reason?: string }) => void
+  /** the bounded disk cache of origin answers (none: every fetch goes to the origin) */
+  cache?: DiskCache
+  onEvent?: (event: 'fetch' | 'chunk' | 'paid' | 'refused' | 'cache_hit' | 'cache_miss', detail: { bytes?: number, amount?: bigint, reason?: string }) => void
 }
 
 /** Only these response headers are passed to the requester (no cookies, no hop-by-hop). */
@@ -40,6 +43,9 @@ const PASS_HEADERS = ['content-type', 'content-length', 'etag', 'last-modified',
 export class ProxyProvider {
   private readonly active = new Map<string, number>()
   private readonly starts = new Map<string, number[]>()
+  /** peers that have paid this provider since it started: only they may run a speed test */
+  private readonly payers = new Set<string>()
+  private readonly speedtests = new Set<string>()
 
   constructor (private readonly init: ProviderInit) {}
 
@@ -50,6 +56,8 @@ export class ProxyProvider {
       const msg = parseMessage(zClientMessage, await io.readJson())
       if (msg.t === 'quote') {
         await io.sendJson({ t: 'terms', account: this.init.payments.account, ledger: this.init.payments.ledgerId, price: this.init.config.price, max_body: this.init.config.maxBodyBytes })
+      } else if (msg.t === 'speedtest') {
+        await this.speedtest(io, peer, msg.bytes)
       } else if (msg.t === 'settle') {
         await io.sendJson({ t: 'settled', credited: await this.settle(peer, msg.channel, msg.voucher) })
       } else if (msg.t === 'fetch') {
@@ -96,23 +104,37 @@ export class ProxyProvider {
     const skipTo = msg.from * size
     const firstByte = msg.verify_previous && msg.from > 0 ? skipTo - size : skipTo
     const ac = new AbortController()
+    let iterator: AsyncIterator<Uint8Array> | undefined
     try {
-      const res = await safeFetch(msg.url, {
-        policy: c.policy,
-        maxBodyBytes: c.maxBodyBytes,
-        totalTimeoutMs: c.totalTimeoutMs,
-        idleTimeoutMs: c.idleTimeoutMs,
-        ...(firstByte > 0 ? { range: { start: firstByte } } : {}),
-        signal: ac.signal
-      })
+      // the URL's own checks (scheme, port, lists) hold for cached answers too
+      checkUrl(msg.url, c.policy)
+      const range = firstByte > 0 ? { start: firstByte } : undefined
+      const cached = await this.init.cache?.get(msg.url, range)
+      this.init.onEvent?.(cached !== undefined ? 'cache_hit' : 'cache_miss', {})
+      let res: SafeResponse
+      if (cached !== undefined) {
+        res = cached
+      } else {
+        res = await safeFetch(msg.url, {
+          policy: c.policy,
+          maxBodyBytes: c.maxBodyBytes,
+          totalTimeoutMs: c.totalTimeoutMs,
+          idleTimeoutMs: c.idleTimeoutMs,
+          ...(range !== undefined ? { range } : {}),
+          signal: ac.signal
+        })
+        // a whole answer is copied to the cache as it is read (if it may be cached)
+        if (range === undefined && this.init.cache !== undefined) res = this.init.cache.store(msg.url, res)
+      }
       this.init.onEvent?.('fetch', {})
       // the origin may ignore the range: then its bytes before firstByte are read and dropped
       let position = res.partial ? firstByte : 0
-      const iterator = res.body[Symbol.asyncIterator]()
+      iterator = res.body[Symbol.asyncIterator]()
+      const body = iterator
       let pending: Uint8Array | undefined
       const next = async (): Promise<Uint8Array | undefined> => {
         if (pending !== undefined) { const p = pending; pending = undefined; return p }
-        const r = await iterator.next()
+        const r = await body.next()
         return r.done === true ? undefined : r.value
       }
       /** Read up to `n` bytes of the body from the current position (fewer at its end). */
@@ -146,11 +168,17 @@ export class ProxyProvider {
 
       let index = msg.from
       let sent = 0
-      let chunk = await read(size)
-      while (chunk.byteLength > 0) {
+      const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+      const readHashed = async (): Promise<{ b: Buffer, d: string }> => { const b = await read(size); return { b, d: sha(b) } }
+      let cur = await readHashed()
+      while (cur.b.byteLength > 0) {
+        const chunk = cur.b
+        // the next chunk comes from the origin, and is hashed, while this one is sent and paid for
+        const ahead = readHashed()
+        ahead.catch(() => {})
         const debit = await session.prepare(chunk.byteLength)
         try {
-          await io.sendJson({ t: 'chunk', index, length: chunk.byteLength, sha256: createHash('sha256').update(chunk).digest('hex') })
+          await io.sendJson({ t: 'chunk', index, length: chunk.byteLength, sha256: cur.d })
           for (let off = 0; off < chunk.byteLength; off += MAX_DATA_FRAME) await io.send(FRAME_DATA, chunk.subarray(off, Math.min(chunk.byteLength, off + MAX_DATA_FRAME)))
           debit.apply()
         } finally {
@@ -158,26 +186,29 @@ export class ProxyProvider {
         }
         this.init.onEvent?.('chunk', { bytes: chunk.byteLength })
         sent += chunk.byteLength
-        // the next chunk comes from the origin while this one's payment travels
-        const [following, pay] = await Promise.all([read(size), this.payment(io)])
+        const pay = await this.payment(io)
         if (pay.t === 'done') return
         if (pay.index !== index) throw new ProxyError('PROXY_PROTOCOL', `expected the payment for chunk ${index}`)
         const amount = c.price * BigInt(chunk.byteLength)
         const { credited } = await session.accept(Buffer.from(pay.voucher, 'hex'))
+        this.payers.add(peer)
         // more than the chunk: a voucher of an earlier session that never arrived is included (vouchers are cumulative)
         if (credited < amount) throw new ProxyError('PROXY_BAD_PAYMENT', `chunk ${index} costs ${amount}; the voucher paid ${credited}`)
         this.init.onEvent?.('paid', { amount: credited })
-        chunk = following
+        cur = await ahead
         index++
-        if (pay.last && chunk.byteLength > 0) {
+        if (pay.last && cur.b.byteLength > 0) {
           await io.sendJson({ t: 'end', chunks: index, bytes: sent, complete: false })
           return
         }
       }
       await io.sendJson({ t: 'end', chunks: index, bytes: sent, complete: true })
     } finally {
+      // a body stopped early lets go of its socket or cache file (and drops a half-made cache copy);
+      // the abort first, so a read-ahead waiting on the origin ends at once
       ac.abort()
       session.close()
+      await iterator?.return?.().catch(() => {})
     }
   }
 
@@ -191,9 +222,25 @@ export class ProxyProvider {
     }
   }
 
+  /** Raw libp2p throughput to a paying peer, one test at a time: the ceiling fetches are measured against. */
+  private async speedtest (io: Framed, peer: string, bytes: number): Promise<void> {
+    if (!this.payers.has(peer)) throw new ProxyError('PROXY_FORBIDDEN_SPEEDTEST', 'speed tests are for peers that have paid this provider')
+    if (this.speedtests.has(peer)) throw new ProxyError('PROXY_BUSY', 'one speed test at a time')
+    this.speedtests.add(peer)
+    try {
+      const t0 = performance.now()
+      await io.sendJson({ t: 'speed', bytes, ms: 0 })
+      await io.sendRaw(bytes)
+      await io.sendJson({ t: 'speed', bytes, ms: performance.now() - t0 })
+    } finally {
+      this.speedtests.delete(peer)
+    }
+  }
+
   private async accept (session: MeterSession, voucher: string): Promise<bigint> {
     try {
       const { credited } = await session.accept(Buffer.from(voucher, 'hex'))
+      if (credited > 0n) this.payers.add(session.init.peer)
       if (credited > 0n) this.init.onEvent?.('paid', { amount: credited })
       return credited
     } catch (err) {

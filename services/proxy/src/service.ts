@@ -1,4 +1,5 @@
-import { isAbsolute } from 'node:path'
+import { createHash } from 'node:crypto'
+import { isAbsolute, join } from 'node:path'
 import { parseBtt } from '@btt/channel'
 import { defineService, zAmount } from '@btt/node'
 import { Hono, type Context } from 'hono'
@@ -6,8 +7,9 @@ import { Counter, type Registry } from 'prom-client'
 import { z } from 'zod'
 import type { ProxyClient } from './client.js'
 import { ProxyError } from './errors.js'
+import type { DiskCache } from './cache.js'
 import type { ProxyProvider } from './provider.js'
-import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, PROXY_PROTOCOL } from './protocol.js'
+import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MAX_SPEEDTEST_BYTES, MIN_CHUNK_BYTES, PROXY_PROTOCOL } from './protocol.js'
 
 const GIB = 1n << 30n
 
@@ -32,6 +34,10 @@ export const proxyConfig = z.object({
   deny_cidrs: z.array(z.string().min(1).max(64)).max(10_000).default([]),
   /** Address ranges allowed although non-public (a lab network). Never the node's own addresses. */
   allow_cidrs: z.array(z.string().min(1).max(64)).max(1000).default([]),
+  /** Disk cache of whole origin answers (LRU, honours Cache-Control), MiB; 0 turns it off. */
+  cache_mib: z.int().min(0).max(1 << 24).default(1024),
+  /** Longest time an answer is served from the cache (shorter when the origin's max-age says so). */
+  cache_ttl_seconds: z.int().min(1).max(30 * 86_400).default(3600),
   per_payer_concurrency: z.int().min(1).max(1000).default(4),
   per_payer_per_minute: z.int().min(1).max(100_000).default(120)
 })
@@ -51,6 +57,8 @@ const fetchBody = z.strictObject({
   /** base units: deposit of a new channel */
   budget: z.string().regex(/^(0|[1-9][0-9]{0,38})$/).transform(s => BigInt(s))
 })
+
+const speedBody = z.strictObject({ provider: z.array(z.string().max(1024)).min(1).max(16), bytes: z.int().min(1).max(MAX_SPEEDTEST_BYTES) })
 
 const wrap = (fn: (c: Context) => Promise<Response>) => async (c: Context): Promise<Response> => {
   try {
@@ -84,6 +92,12 @@ export function proxyRoutes (client: () => ProxyClient): Hono {
     const res = await client().fetch({ url: b.url, addrs: b.provider, out: b.out, chunkSize: b.chunk_size, resume: b.resume, force: b.force, maxPrice: b.max_price, budget: b.budget, signal: c.req.raw.signal })
     return c.json({ ...res, paid: res.paid.toString(), seconds: (performance.now() - t0) / 1000 })
   }))
+  // raw libp2p throughput from a provider this node has paid: what fetches are measured against
+  app.post('/speedtest', wrap(async c => {
+    const b = speedBody.safeParse(await c.req.json().catch(() => undefined))
+    if (!b.success) throw new ProxyError('PROXY_BAD_REQUEST', `${b.error.issues[0]?.path.join('.') || 'body'}: ${b.error.issues[0]?.message ?? 'invalid'}`)
+    return c.json(await client().speedtest(b.data.provider, b.data.bytes))
+  }))
   app.get('/fetches', wrap(async c => c.json({ fetches: client().list().map(f => ({ ...f, paid: f.paid.toString() })) })))
   return app
 }
@@ -95,6 +109,7 @@ export const proxyService = defineService({
   create: ({ config, logger, metrics, payments, p2p, dataDir }) => {
     let client: ProxyClient | undefined
     let provider: ProxyProvider | undefined
+    let cache: DiskCache | undefined
     const perByte = (() => { const p = config.price_per_gib / GIB; return p > 0n ? p : 1n })()
     const counters = proxyMetrics(metrics)
     return {
@@ -117,6 +132,7 @@ export const proxyService = defineService({
       start: async () => {
         const { ProxyClient } = await import('./client.js')
         const { ProxyProvider } = await import('./provider.js')
+        const { DiskCache } = await import('./cache.js')
         client = new ProxyClient({ p2p, payments, logger, dataDir })
         if (config.provide) {
           // the node's own addresses and ports are never fetched, even where allow_cidrs would allow them
@@ -126,15 +142,20 @@ export const proxyService = defineService({
             const port = Number(parts.find(x => x.name === 'tcp')?.value)
             return host !== undefined ? [{ host, ...(Number.isInteger(port) ? { port } : {}) }] : []
           })
+          const policy = { allowPorts: [80, 443, ...config.allow_ports], allowDomains: config.allow_domains, denyDomains: config.deny_domains, allowCidrs: config.allow_cidrs, denyCidrs: config.deny_cidrs }
+          // answers cached under another policy are dropped (the node's own addresses are checked on every fetch)
+          const fingerprint = createHash('sha256').update(JSON.stringify(policy)).digest('hex')
+          cache = await DiskCache.open({ dir: join(dataDir, 'cache'), maxBytes: config.cache_mib * 1024 * 1024, ttlMs: config.cache_ttl_seconds * 1000, fingerprint })
           provider = new ProxyProvider({
             payments,
             logger,
+            cache,
             config: {
               price: perByte,
               maxBodyBytes: config.max_body_mib * 1024 * 1024,
               totalTimeoutMs: config.total_timeout_seconds * 1000,
               idleTimeoutMs: config.idle_timeout_seconds * 1000,
-              policy: { allowPorts: [80, 443, ...config.allow_ports], allowDomains: config.allow_domains, denyDomains: config.deny_domains, allowCidrs: config.allow_cidrs, denyCidrs: config.deny_cidrs, ownAddresses: own },
+              policy: { ...policy, ownAddresses: own },
               perPayerConcurrency: config.per_payer_concurrency,
               perPayerPerMinute: config.per_payer_per_minute,
               paymentTimeoutMs: 30_000
@@ -146,8 +167,10 @@ export const proxyService = defineService({
       stop: async () => {
         provider = undefined
         client = undefined
+        await cache?.close()
+        cache = undefined
       },
-      status: () => ({ provide: config.provide, pricePerByte: perByte.toString() })
+      status: () => ({ provide: config.provide, pricePerByte: perByte.toString(), ...(cache !== undefined ? { cache: cache.stats() } : {}) })
     }
   }
 })
@@ -156,13 +179,16 @@ function proxyMetrics (registry: Registry): { event: (e: string, d: { bytes?: nu
   const fetches = new Counter({ name: 'btt_proxy_fetches_total', help: 'Fetches started for requesters', registers: [registry] })
   const bytes = new Counter({ name: 'btt_proxy_bytes_total', help: 'Body bytes sent to requesters', registers: [registry] })
   const earned = new Counter({ name: 'btt_proxy_earned_base_units_total', help: 'Base units earned (a float: exact amounts are in the channel store)', registers: [registry] })
-  const refused = new Counter({ name: 'btt_proxy_refusals_total', help: 'Requests refused, by reason', labelNames: ['reason'], registers: [registry] })
+  const refused = new Counter({ name: 'btt_proxy_refusals_total', help: 'Requests refused or ended with an error, by reason (its error code)', labelNames: ['reason'], registers: [registry] })
+  const cacheLookups = new Counter({ name: 'btt_proxy_cache_lookups_total', help: 'Disk cache lookups, by result', labelNames: ['result'], registers: [registry] })
   return {
     event: (e, d) => {
       if (e === 'fetch') fetches.inc()
       else if (e === 'chunk') bytes.inc(d.bytes ?? 0)
       else if (e === 'paid') earned.inc(Number(d.amount ?? 0n))
       else if (e === 'refused') refused.inc({ reason: d.reason ?? 'unknown' })
+      else if (e === 'cache_hit') cacheLookups.inc({ result: 'hit' })
+      else if (e === 'cache_miss') cacheLookups.inc({ result: 'miss' })
     }
   }
 }

@@ -25,7 +25,7 @@ export default class ProxyFetch extends BaseCommand {
   static override flags = {
     provider: Flags.string({ description: 'provider multiaddr ending in /p2p/<peer id>, or "auto" for the cheapest proxy offer on the DHT', required: true }),
     out: Flags.string({ description: 'where to write the body', required: true }),
-    'chunk-size': Flags.integer({ description: 'KiB per chunk (64–16384); one chunk is paid at a time (a resume keeps the size it started with)', default: 1024, min: 64, max: 16384 }),
+    'chunk-size': Flags.integer({ description: 'KiB per chunk (64–16384); one chunk is paid at a time (a resume keeps the size it started with)', default: 4096, min: 64, max: 16384 }),
     resume: Flags.boolean({ description: 'continue from <out>.btt-manifest.json (possibly through another provider)', default: false }),
     'max-price': Flags.string({ description: 'highest price accepted, BTT per GiB', default: '1' }),
     budget: Flags.string({ description: 'deposit of a new payment channel to the provider when none has room, BTT', default: '1' }),
