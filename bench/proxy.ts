@@ -12,7 +12,9 @@
  *                        (origin read, SHA-256, sending) cancels out and what is left is the meter,
  *                        the voucher's verification and durable write, and the messages.
  * Median ratio of BENCH_RUNS rounds (default 3). Loopback only; every round fetches a new URL (no
- * cache hits).
+ * cache hits; with the default config the provider still copies each answer into its cache).
+ * BENCH_PROXY_CHUNK_KIB sets the chunk size of proxy.fetch (default: the CLI's, 4096);
+ * BENCH_PROXY_CACHE_OFF=1 runs the provider with cache_mib = 0.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -45,7 +47,7 @@ export async function benchProxy (): Promise<void> {
   await new Promise<void>(resolve => origin.listen(0, '127.0.0.1', resolve))
   const port = (origin.address() as AddressInfo).port
   const ledger = await startLedgerProcess()
-  const providerHome = await ledgerHome(ledger.url, `[services.proxy]\nenabled = true\nallow_cidrs = ["127.0.0.1/32"]\nallow_ports = [${port}]\nper_payer_per_minute = 100000\n[log]\nlevel = "warn"\n`, 'btt-bench-pp-')
+  const providerHome = await ledgerHome(ledger.url, `[services.proxy]\nenabled = true\nallow_cidrs = ["127.0.0.1/32"]\nallow_ports = [${port}]\nper_payer_per_minute = 100000\n${process.env.BENCH_PROXY_CACHE_OFF !== undefined ? "cache_mib = 0\n" : ""}[log]\nlevel = "warn"\n`, 'btt-bench-pp-')
   const requesterHome = await ledgerHome(ledger.url, '[services.proxy]\nenabled = true\nprovide = false\n[log]\nlevel = "warn"\n', 'btt-bench-pr-')
   await fundHome(ledger.url, requesterHome, 1000n * BTT)
   const provider = await startNodeProcess(providerHome)

@@ -81,16 +81,21 @@ describe('proxy: a chunked, paid, resumable fetch between two real nodes', () =>
     const progress: number[] = []
     // 20 cut points spread over the body; each run is killed once the download passed its point
     // (plus a random few ms, so the cut lands anywhere in a chunk's transfer or payment)
-    const points = Array.from({ length: 20 }, () => Math.floor(rand() * (SIZE - 8 * MIB))).sort((a, b) => a - b)
+    const points = Array.from({ length: 20 }, () => Math.floor(rand() * (SIZE - 32 * MIB))).sort((a, b) => a - b)
     while (cuts < 20) {
+      const spawned = Date.now()
       const child = spawn(process.execPath, [CLI, ...args, ...(cuts > 0 ? ['--resume'] : [])], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
       const result = collect(child)
       const point = Math.max(points[cuts] as number, (progress[progress.length - 1] ?? 0) + 1)
       const deadline = Date.now() + 60_000
       // the node's live count (the manifest on disk is saved lazily)
+      const samples: string[] = []
       const live = async (): Promise<number> => {
         const api = new AdminClient({ url: requester.apiUrl, token: await readApiToken(homePaths(requesterHome)) })
-        return (await api.serviceRequest<{ fetches: Array<{ out: string, bytes: number }> }>('proxy', 'GET', '/fetches')).fetches.find(f => f.out === out)?.bytes ?? 0
+        const f = (await api.serviceRequest<{ fetches: Array<{ out: string, bytes: number, startedAt: number }> }>('proxy', 'GET', '/fetches')).fetches
+        samples.push(`${Date.now()}:${JSON.stringify(f.map(x => [x.bytes, x.startedAt]))}`)
+        // this run's fetch only (started after its CLI)
+        return f.find(x => x.out === out && x.startedAt >= spawned)?.bytes ?? 0
       }
       while (await live() < point && child.exitCode === null && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 5))
       await new Promise(resolve => setTimeout(resolve, Math.floor(rand() * 40)))
@@ -104,7 +109,13 @@ describe('proxy: a chunked, paid, resumable fetch between two real nodes', () =>
       child.kill('SIGKILL')
       const r = await result
       expect(r.code, `the fetch finished before 20 cuts (${cuts}): make the cuts faster`).not.toBe(0)
-      expect(reached, `cut ${cuts}: the fetch ended on its own: ${r.stdout}${r.stderr}`).toBeGreaterThan(0)
+      expect(reached, `cut ${cuts} (point ${point}): the fetch ended on its own: ${samples.slice(-6).join(' ')} ${r.stdout}${r.stderr}\n${requester.output().split('\n').filter(l => l.includes('"level":50')).slice(-12).map(l => l.slice(0, 400)).join('\n')}\nPROVIDER ${provider.output().split('\n').slice(-12).map(l => l.slice(0, 400)).join('\n')}`).toBeGreaterThan(0)
+      // the node notices its CLI went away and stops the download (the cut reaches the provider)
+      const until = Date.now() + 10_000
+      while ((await new AdminClient({ url: requester.apiUrl, token: await readApiToken(homePaths(requesterHome)) }).serviceRequest<{ fetches: unknown[] }>('proxy', 'GET', '/fetches')).fetches.length > 0) {
+        expect(Date.now(), 'the node went on fetching 10 s after its CLI was killed').toBeLessThan(until)
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
       // the download stays resumable: its manifest is there (it may lag what was paid; the channel says the rest)
       await expect(readFile(`${out}.btt-manifest.json`, 'utf8')).resolves.toContain('"segments"')
       progress.push(reached)

@@ -45,7 +45,7 @@ describe('seeding autopilot', () => {
   it('finds a torrent requesters bid on through bid-scrape, fetches it, seeds it, is paid, and explains why', async () => {
     const announceUrl = `http://127.0.0.1:${tracker.httpPort}/announce`
     // a slow origin: the requester must not finish from it alone before the autopilot has found X (machines under load)
-    const origin = await provider(['paid_slots = 0', 'upload_limit_kib = 32'])
+    const origin = await provider(['paid_slots = 0', 'upload_limit_kib = 16'])
     const pilot = await provider([
       'paid_slots = 2', 'free_slots = 0', 'optimistic_slots = 0', 'reserve_fixed = "0.000001"', 'bid_window_seconds = 0', 'rechoke_seconds = 1',
       'autopilot = true', `autopilot_trackers = ["${announceUrl}"]`, 'autopilot_interval_seconds = 1', 'autopilot_disk_budget_mib = 64'

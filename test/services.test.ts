@@ -105,7 +105,7 @@ describe('btt-node services on a running node', () => {
     expect(res.code).toBe(78)
     expect(res.stderr).toContain('unknown service "echo"')
     const list = await runCli(['services', 'list', '--home', home, '--json'])
-    expect(JSON.parse(list.stdout)).toMatchObject({ running: false, services: [{ name: 'seeding', enabled: false, state: 'stopped' }, { name: 'storage', enabled: false, state: 'stopped' }] })
+    expect(JSON.parse(list.stdout)).toMatchObject({ running: false, services: [{ name: 'seeding', enabled: false, state: 'stopped' }, { name: 'storage', enabled: false, state: 'stopped' }, { name: 'proxy', enabled: false, state: 'stopped' }] })
     // the real CLI and a real `btt-node start`: enabled offline, running after the start
     const enabled = await runCli(['services', 'enable', 'seeding', '--home', home])
     expect(enabled.code, enabled.stderr).toBe(0)
@@ -117,7 +117,7 @@ describe('btt-node services on a running node', () => {
     })
     try {
       const status = await runCli(['status', '--json', '--home', home])
-      expect(JSON.parse(status.stdout).services).toEqual([expect.objectContaining({ name: 'seeding', enabled: true, state: 'running' }), expect.objectContaining({ name: 'storage', enabled: false, state: 'stopped' })])
+      expect(JSON.parse(status.stdout).services).toEqual([expect.objectContaining({ name: 'seeding', enabled: true, state: 'running' }), expect.objectContaining({ name: 'storage', enabled: false, state: 'stopped' }), expect.objectContaining({ name: 'proxy', enabled: false, state: 'stopped' })])
     } finally {
       expect((await node.signal('SIGTERM')).code).toBe(0)
     }

@@ -22,8 +22,16 @@ beforeEach(async () => {
 })
 afterEach(async () => { await rm(root, { recursive: true, force: true }) })
 
+const opened: DiskCache[] = []
 async function openCache (over: Partial<DiskCacheOptions> = {}): Promise<DiskCache> {
-  return await DiskCache.open({ dir, maxBytes: 1024 * 1024, ttlMs: HOUR, fingerprint: 'fp1', now, ...over })
+  const c = await DiskCache.open({ dir, maxBytes: 1024 * 1024, ttlMs: HOUR, fingerprint: 'fp1', now, ...over })
+  opened.push(c)
+  return c
+}
+
+/** Copies are committed in the background (the reader never waits for the disk): wait for them. */
+async function settle (): Promise<void> {
+  await Promise.all(opened.map(async c => { await c.idle() }))
 }
 
 interface Source extends SafeResponse {
@@ -50,6 +58,7 @@ function response (chunks: Uint8Array[], over: Partial<SafeResponse> = {}, fail?
 async function collect (body: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
   const out: Uint8Array[] = []
   for await (const c of body) out.push(c)
+  await settle()
   return out
 }
 
@@ -211,10 +220,12 @@ describe('DiskCache', () => {
     const res = response([randomBytes(100), randomBytes(100), randomBytes(100)])
     for await (const c of cache.store(URL_A, res).body) {
       expect(c.byteLength).toBe(100)
-      // the copy is being written...
+      // the copy is being written (behind the reader)...
+      for (let i = 0; i < 100 && !(await files()).some(n => n.endsWith('.tmp')); i++) await new Promise(resolve => setTimeout(resolve, 10))
       expect((await files()).some(n => n.endsWith('.tmp'))).toBe(true)
       break
     }
+    await settle()
     // ...and is gone, and the cancellation reached the origin's body
     expect(res.closed()).toBe(true)
     expect(await files()).toEqual(['fingerprint'])
@@ -235,6 +246,7 @@ describe('DiskCache', () => {
     } catch (err) {
       caught = err
     }
+    await settle()
     expect(caught).toBe(error)
     expect(got).toHaveLength(2)
     expect(await files()).toEqual(['fingerprint'])

@@ -67,10 +67,14 @@ interface Meta {
 
 /** a streaming copy: `write` and `finish` never throw, whatever the disk does */
 interface Copy {
-  write: (chunk: Uint8Array) => Promise<void>
+  /** queue a piece for the disk; never waits for it (a copy too far behind the reader is dropped) */
+  write: (chunk: Uint8Array) => void
   finish: (complete: boolean) => Promise<void>
   abandon: () => Promise<void>
 }
+
+/** a copy this far behind the reader (disk slower than the origin) is dropped rather than slowing the fetch */
+const MAX_BEHIND_BYTES = 32 * 1024 * 1024
 
 /** bodies are read back in pieces of this size */
 const READ_CHUNK = 1024 * 1024
@@ -151,6 +155,8 @@ export class DiskCache {
   private readonly writers = new Map<string, Copy>()
   /** files of dropped entries being deleted, per key: a new copy waits before taking their names */
   private readonly unlinking = new Map<string, Promise<void>>()
+  /** copies finishing (writes, fsync, rename, index) in the background */
+  private readonly finishing = new Set<Promise<void>>()
   private bytes = 0
   private hits = 0
   private misses = 0
@@ -329,14 +335,22 @@ export class DiskCache {
       await this.install(key, tmp, { v: 1, url, finalUrl: res.url, status: res.status, headers: res.headers, size, storedAt, expiresAt: storedAt + ttl, fingerprint: this.fingerprint })
       settled = true
     }
+    let behind = 0
     const copy: Copy = {
-      write: async chunk => {
-        await step(async () => {
+      write: chunk => {
+        if (settled) return
+        if (behind + chunk.byteLength > MAX_BEHIND_BYTES) {
+          settled = true
+          step(discard).catch(noop)
+          return
+        }
+        behind += chunk.byteLength
+        step(async () => {
           size += chunk.byteLength
           if (size > this.maxEntryBytes) return await discard()
           fh ??= await open(tmp, 'wx', 0o600)
           await writeAll(fh, chunk)
-        })
+        }).finally(() => { behind -= chunk.byteLength }).catch(noop)
       },
       finish: async complete => {
         await step(complete ? commit : discard)
@@ -352,13 +366,17 @@ export class DiskCache {
     let complete = false
     try {
       for await (const chunk of body) {
-        await copy.write(chunk)
+        // the reader never waits for the disk: the copy is written behind it
+        copy.write(chunk)
         yield chunk
       }
       complete = true
     } finally {
-      // reached on the end, on an error (rethrown as is) and on the caller's return()
-      await copy.finish(complete)
+      // reached on the end, on an error (rethrown as is) and on the caller's return(); the commit
+      // (fsync, rename, index) goes on in the background: a lookup before it is done is a miss
+      const done = copy.finish(complete).catch(noop)
+      this.finishing.add(done)
+      done.finally(() => { this.finishing.delete(done) }).catch(noop)
     }
   }
 
@@ -391,6 +409,12 @@ export class DiskCache {
   async close (): Promise<void> {
     this.closed = true
     await Promise.all([...this.writers.values()].map(async c => { await c.abandon() }))
+    await this.idle()
     await Promise.all(this.unlinking.values())
+  }
+
+  /** Waits until every copy whose body was read to its end (or stopped) is committed or dropped. */
+  async idle (): Promise<void> {
+    while (this.finishing.size > 0) await Promise.all([...this.finishing])
   }
 }

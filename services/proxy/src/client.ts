@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, webcrypto } from 'node:crypto'
 import { constants as fsConstants } from 'node:fs'
 import { open, readFile, rename, rm, stat, truncate, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -227,31 +227,9 @@ export class ProxyClient {
     return { url: opts.url, status: manifest.status ?? 0, bytes: manifest.bytes, chunks: manifest.chunks.length, paid: state.paid, resumedFrom: from, channels: used }
   }
 
-  /**
-   * Bring an interrupted download's manifest up to what its last channel says was paid. That
-   * channel served only this download since the segment began (held), and a chunk's bytes are
-   * durable before it is paid, so: paid bytes = segment start + (spent − spent at start) / price;
-   * chunks paid but not yet in the manifest (it is saved lazily) are hashed from the file; bytes
-   * past them were never paid and are dropped. Returns the segment's latest voucher to resend.
-   */
   private async reconcile (manifest: Manifest, partialPath: string): Promise<{ channel: string, account: string, addrs: string[], voucher: Uint8Array } | undefined> {
-    const seg = manifest.segments.at(-1)
+    const seg = await reconcileManifest(manifest, partialPath, id => this.init.payments.outgoing(id))
     if (seg === undefined) return undefined
-    const ch = this.init.payments.outgoing(seg.channel)
-    if (ch === undefined) throw new ProxyError('PROXY_RESUME_MISMATCH', `channel ${seg.channel} of this download is not in the wallet`)
-    const price = BigInt(seg.price)
-    const delta = ch.spent - BigInt(seg.spentAtStart)
-    if (price <= 0n || delta < 0n || delta % price !== 0n) throw new ProxyError('PROXY_RESUME_MISMATCH', `channel ${seg.channel} spent ${ch.spent}, which no whole number of bytes since ${seg.spentAtStart} at ${price} explains`)
-    const paid = seg.fromByte + Number(delta / price)
-    if (paid < manifest.bytes) throw new ProxyError('PROXY_RESUME_MISMATCH', `the manifest holds ${manifest.bytes} bytes, channel ${seg.channel} paid for ${paid}`)
-    const have = await stat(partialPath).then(st => st.size, () => 0)
-    if (have < paid) throw new ProxyError('PROXY_RESUME_MISMATCH', `${partialPath} holds ${have} bytes, ${paid} were paid for: start again without resume`)
-    while (manifest.bytes < paid) {
-      const length = Math.min(manifest.chunkSize, paid - manifest.bytes)
-      manifest.chunks.push(await hashRange(partialPath, manifest.bytes, length) as string)
-      manifest.bytes += length
-    }
-    if (delta === 0n) return undefined
     return { channel: seg.channel, account: seg.account, addrs: seg.addrs, voucher: await this.init.payments.latestVoucher(seg.channel) }
   }
 
@@ -321,23 +299,36 @@ export class ProxyClient {
         const index = manifest.chunks.length
         if (msg.t !== 'chunk' || msg.index !== index) throw new ProxyError('PROXY_PROTOCOL', `expected chunk ${index}`)
         if (msg.length > manifest.chunkSize) throw new ProxyError('PROXY_PROTOCOL', `chunk ${index} is larger than the chunk size`)
-        // hashed and written as the frames arrive (bytes past the paid ones are dropped on resume)
-        const hash = createHash('sha256')
+        // written as the frames arrive; hashed off the main thread (WebCrypto runs in the thread
+        // pool) while the bytes are flushed: both must be done before it is paid, neither waits for
+        // the other (unverified bytes past the paid ones are dropped on resume)
+        const buf = Buffer.allocUnsafe(msg.length)
         const writes: Array<Promise<unknown>> = []
+        let flushing: Promise<unknown> = Promise.resolve()
+        let flushError: unknown
         let got = 0
         while (got < msg.length) {
           const f = await io.read()
           if (f === undefined || f.type !== FRAME_DATA) throw new ProxyError('PROXY_PROTOCOL', `chunk ${index} ended early`)
           if (got + f.payload.byteLength > msg.length) throw new ProxyError('PROXY_PROTOCOL', `chunk ${index} is longer than announced`)
-          hash.update(f.payload)
-          writes.push(fh.write(f.payload, 0, f.payload.byteLength, manifest.bytes + got))
+          buf.set(f.payload, got)
+          const w = fh.write(buf, got, f.payload.byteLength, manifest.bytes + got)
+          // awaited below; a chunk that fails midway must not leave a rejection nobody handles
+          w.catch(() => {})
+          writes.push(w)
           got += f.payload.byteLength
+          // flushed behind the transfer, one flush at a time, so little is left to flush at the end
+          if (got < msg.length) flushing = Promise.all([flushing, w]).then(async () => { if (flushError === undefined) await fh.datasync() }).catch((err: unknown) => { flushError ??= err })
         }
-        const digest = hash.digest('hex')
-        await Promise.all(writes)
+        const [hashed] = await Promise.all([
+          webcrypto.subtle.digest('SHA-256', buf),
+          Promise.all([flushing, ...writes]).then(async () => {
+            if (flushError !== undefined) throw flushError as Error
+            await fh.datasync()
+          })
+        ])
+        const digest = Buffer.from(hashed).toString('hex')
         if (digest !== msg.sha256) throw new ProxyError('PROXY_BAD_CHUNK', `chunk ${index} does not match its SHA-256: not paid`)
-        // durable before it is paid: a paid chunk is never lost to a crash and fetched (and paid) again
-        await fh.datasync()
         const amount = terms.price * BigInt(msg.length)
         const voucher = await payments.pay(channel, amount)
         const ch = payments.outgoing(channel)
@@ -420,6 +411,43 @@ export class ProxyClient {
 
 type Terms = Extract<ProviderMessage, { t: 'terms' }>
 
+/**
+ * Bring an interrupted download's manifest up to what its last channel says was paid. That
+ * channel served only this download since the segment began (held), and a chunk's bytes are
+ * durable before it is paid, so: paid bytes = segment start + (spent − spent at start) / price;
+ * chunks paid but not yet in the manifest (it is saved lazily) are hashed from the file. Bytes past
+ * them were never paid (the caller cuts the file there). Returns the last segment when something
+ * was paid on it (its latest voucher is to be sent again), else undefined.
+ */
+export async function reconcileManifest (manifest: Manifest, partialPath: string, outgoing: (channelId: string) => { spent: bigint } | undefined): Promise<Segment | undefined> {
+  const seg = manifest.segments.at(-1)
+  if (seg === undefined) return undefined
+  const ch = outgoing(seg.channel)
+  if (ch === undefined) throw new ProxyError('PROXY_RESUME_MISMATCH', `channel ${seg.channel} of this download is not in the wallet`)
+  let price: bigint
+  let start: bigint
+  try {
+    price = BigInt(seg.price)
+    start = BigInt(seg.spentAtStart)
+  } catch {
+    throw new ProxyError('PROXY_RESUME_MISMATCH', 'the manifest\'s payment segment is malformed')
+  }
+  const delta = ch.spent - start
+  if (price <= 0n || delta < 0n || delta % price !== 0n || !Number.isSafeInteger(seg.fromByte) || seg.fromByte < 0) {
+    throw new ProxyError('PROXY_RESUME_MISMATCH', `channel ${seg.channel} spent ${ch.spent}, which no whole number of bytes since ${seg.spentAtStart} at ${seg.price} explains`)
+  }
+  const paid = seg.fromByte + Number(delta / price)
+  if (paid < manifest.bytes) throw new ProxyError('PROXY_RESUME_MISMATCH', `the manifest holds ${manifest.bytes} bytes, channel ${seg.channel} paid for ${paid}`)
+  const have = await stat(partialPath).then(st => st.size, () => 0)
+  if (have < paid) throw new ProxyError('PROXY_RESUME_MISMATCH', `${partialPath} holds ${have} bytes, ${paid} were paid for: start again without resume`)
+  while (manifest.bytes < paid) {
+    const length = Math.min(manifest.chunkSize, paid - manifest.bytes)
+    manifest.chunks.push(await hashRange(partialPath, manifest.bytes, length) as string)
+    manifest.bytes += length
+  }
+  return delta > 0n ? seg : undefined
+}
+
 /** SHA-256 (hex) of `length` bytes of a file from `start`; undefined when the file is shorter. */
 async function hashRange (path: string, start: number, length: number): Promise<string | undefined> {
   const fh = await open(path, 'r').catch(() => undefined)
@@ -490,7 +518,7 @@ class HeldChannels {
   }
 }
 
-async function readManifest (path: string): Promise<Manifest | undefined> {
+export async function readManifest (path: string): Promise<Manifest | undefined> {
   let text: string
   try {
     text = await readFile(path, 'utf8')

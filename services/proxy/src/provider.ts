@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, webcrypto } from 'node:crypto'
 import type { MeterSession } from '@btt/channel'
 import type { ServicePayments } from '@btt/node'
 import type { Connection, Stream } from '@libp2p/interface'
@@ -168,8 +168,8 @@ export class ProxyProvider {
 
       let index = msg.from
       let sent = 0
-      const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
-      const readHashed = async (): Promise<{ b: Buffer, d: string }> => { const b = await read(size); return { b, d: sha(b) } }
+      // hashed in the thread pool (WebCrypto), not on the thread that encrypts what is being sent
+      const readHashed = async (): Promise<{ b: Buffer, d: string }> => { const b = await read(size); return { b, d: Buffer.from(await webcrypto.subtle.digest('SHA-256', b)).toString('hex') } }
       let cur = await readHashed()
       while (cur.b.byteLength > 0) {
         const chunk = cur.b
