@@ -12,6 +12,7 @@ import { benchStart } from './start.ts'
 import { benchStorage } from './storage.ts'
 import { benchStorageProof } from './storage-proof.ts'
 import { benchTracker } from './tracker.ts'
+import { benchWire } from './wire.ts'
 
 const BENCHES: Record<string, () => Promise<void>> = {
   start: benchStart,
@@ -23,7 +24,8 @@ const BENCHES: Record<string, () => Promise<void>> = {
   'storage-proof': benchStorageProof,
   storage: benchStorage,
   tracker: benchTracker,
-  proxy: benchProxy
+  proxy: benchProxy,
+  wire: benchWire
 }
 
 const wanted = process.argv.slice(2)
