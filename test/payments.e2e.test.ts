@@ -82,6 +82,13 @@ describe('payments end to end: ledger server, payee node and payer node in separ
     const shown = await runCli(['channels', 'show', channel.id, '--home', payeeHome])
     expect(shown.stdout).toContain('deposit   0.5 BTT')
     expect(shown.stdout).toContain('received  0.007 BTT')
+    // the money gauges: one open incoming channel, 0.007 BTT in vouchers the ledger has not paid yet
+    const gauges = await payee.api.metrics()
+    expect(gauges).toContain('btt_channels{direction="incoming",status="open"} 1')
+    expect(gauges).toContain('btt_channel_received_btt 0.007')
+    expect(gauges).toContain('btt_channel_unclaimed_btt 0.007')
+    expect(gauges).toContain('btt_payment_bans 0')
+    expect(await payer.api.metrics()).toContain('btt_channel_spent_btt 0.007')
     expect((await runCli(['wallet', 'balance', '--home', payerHome])).stdout).toMatch(/^9\.5 BTT /)
     const badOpen = await runCli(['channels', 'open', '--payee', 'xyz', '--deposit', '1', '--home', payerHome])
     expect(badOpen.code).toBe(2)
@@ -95,6 +102,7 @@ describe('payments end to end: ledger server, payee node and payer node in separ
     expect(claim.code, claim.stderr).toBe(0)
     expect(JSON.parse(claim.stdout)).toMatchObject({ paid: (7n * PRICE).toString() })
     expect((await payee.api.wallet()).balance).toBe((7n * PRICE).toString())
+    expect(await payee.api.metrics()).toContain('btt_channel_unclaimed_btt 0\n')
     // a second claim of the same voucher pays nothing
     expect(JSON.parse((await runCli(['channels', 'claim', channel.id, '--home', payeeHome, '--json'])).stdout)).toMatchObject({ paid: '0' })
 

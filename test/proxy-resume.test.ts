@@ -336,5 +336,9 @@ describe('proxy: rollover, provider switch, concurrency, discard, SSRF through n
     expect(await spent()).toBe(before)
     const metrics = await p1.api.metrics()
     expect(metrics).toMatch(/btt_proxy_refusals_total\{reason="PROXY_FORBIDDEN[A-Z_]*"\} [1-9]/)
+    // the earlier tests' downloads from P1: chunks and bytes counted, earnings too
+    expect(metrics).toMatch(/btt_proxy_chunks_total [1-9]/)
+    expect(metrics).toMatch(/btt_proxy_bytes_total [1-9]/)
+    expect(metrics).toMatch(/btt_channel_received_btt 0\.0[0-9]*[1-9]/)
   }, 120_000)
 })

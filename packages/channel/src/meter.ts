@@ -109,6 +109,14 @@ export class Meter {
     return true
   }
 
+  /** Peers banned now (for metrics). */
+  bannedCount (): number {
+    const now = this.now()
+    let n = 0
+    for (const until of this.bans.values()) if (until > now) n++
+    return n
+  }
+
   /** @internal */
   assertNotBanned (peer: string): void {
     if (this.isBanned(peer)) throw new PeerBannedError(peer, this.bans.get(peer) as number)

@@ -13,7 +13,7 @@ import { servicePaymentsOf, startPayments, type Payments } from './payments.js'
 import { Lifecycle } from './lifecycle.js'
 import { OfferPublisher } from './offers.js'
 import { createLogger } from './logger.js'
-import { createMetrics } from './metrics.js'
+import { createMetrics, registerChannelMetrics } from './metrics.js'
 import { ServiceManager, type ServiceDefinition, type ServicePayments } from './service.js'
 import { VERSION } from './version.js'
 
@@ -68,6 +68,7 @@ export async function createNode (init: NodeInit): Promise<BttNode> {
     return payments
   }
   const servicePayments = (): ServicePayments => servicePaymentsOf(requirePayments())
+  registerChannelMetrics(metrics.registry, () => payments)
   const services = new ServiceManager({
     definitions,
     sections: config.services,

@@ -178,13 +178,14 @@ export const proxyService = defineService({
 function proxyMetrics (registry: Registry): { event: (e: string, d: { bytes?: number, amount?: bigint, reason?: string }) => void } {
   const fetches = new Counter({ name: 'btt_proxy_fetches_total', help: 'Fetches started for requesters', registers: [registry] })
   const bytes = new Counter({ name: 'btt_proxy_bytes_total', help: 'Body bytes sent to requesters', registers: [registry] })
+  const chunks = new Counter({ name: 'btt_proxy_chunks_total', help: 'Chunks sent to requesters', registers: [registry] })
   const earned = new Counter({ name: 'btt_proxy_earned_base_units_total', help: 'Base units earned (a float: exact amounts are in the channel store)', registers: [registry] })
   const refused = new Counter({ name: 'btt_proxy_refusals_total', help: 'Requests refused or ended with an error, by reason (its error code)', labelNames: ['reason'], registers: [registry] })
   const cacheLookups = new Counter({ name: 'btt_proxy_cache_lookups_total', help: 'Disk cache lookups, by result', labelNames: ['result'], registers: [registry] })
   return {
     event: (e, d) => {
       if (e === 'fetch') fetches.inc()
-      else if (e === 'chunk') bytes.inc(d.bytes ?? 0)
+      else if (e === 'chunk') { bytes.inc(d.bytes ?? 0); chunks.inc() }
       else if (e === 'paid') earned.inc(Number(d.amount ?? 0n))
       else if (e === 'refused') refused.inc({ reason: d.reason ?? 'unknown' })
       else if (e === 'cache_hit') cacheLookups.inc({ result: 'hit' })
