@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, readFile, stat } from 'node:fs/promises'
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -256,6 +256,14 @@ describe('proxy: rollover, provider switch, concurrency, discard, SSRF through n
     expect(paidFor - BigInt(16 * MIB)).toBeGreaterThanOrEqual(BigInt(at))
     expect((paidFor - BigInt(16 * MIB)) % BigInt(MIB)).toBe(0n)
     expect(await received(p1) - before).toBe(await spent() - spentBefore)
+    // a node stopped between putting the file in place and removing its manifest: a resume sees a
+    // complete file (and pays nothing), not a broken download
+    await writeFile(join(dir, 'again.bin.btt-manifest.json'), JSON.stringify({ v: 2, url: url('again.bin'), chunkSize: MIB, chunks: [], bytes: 0, segments: [] }))
+    const spentNow = await spent()
+    const late = await runCli(fetchArgs('again.bin', p1.addr, ['--resume']))
+    expect(flat(late.stdout + late.stderr)).toMatch(/PROXY_ALREADY_COMPLETE/)
+    await expect(stat(join(dir, 'again.bin.btt-manifest.json'))).rejects.toThrow()
+    expect(await spent()).toBe(spentNow)
   }, 120_000)
 
   it('stops a resume when the resource changed', async () => {

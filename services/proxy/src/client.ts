@@ -138,6 +138,12 @@ export class ProxyClient {
     const manifestPath = `${opts.out}.btt-manifest.json`
     const payments = this.init.payments
     let manifest = await readManifest(manifestPath)
+    if (manifest !== undefined && !(await exists(partialPath)) && await exists(opts.out)) {
+      // the download finished and stopped between putting the file in place and removing its manifest
+      await rm(manifestPath, { force: true })
+      await this.held.release(opts.out)
+      manifest = undefined
+    }
     if (manifest !== undefined && opts.resume !== true && opts.force !== true) {
       throw new ProxyError('PROXY_UNFINISHED', `an interrupted download of ${manifest.url} is at ${opts.out} (${manifest.bytes} bytes or more): resume it, or force to discard it`)
     }
