@@ -29,3 +29,4 @@ export { DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_P2P_LISTEN, SHUTDOWN_DEADLI
 export { writeFileAtomic } from './fs.js'
 export { createP2PHost, type P2PHost, type P2PHostInit } from './p2p.js'
 export { Framed, FRAME_JSON, type Frame } from './framed.js'
+export { runDoctor, CHECK_TIMEOUT_MS, PROBE_TIMEOUT_MS, CLOCK_SKEW_FAIL_MS, CLOCK_SKEW_WARN_MS, DISK_HEADROOM_BYTES, type DoctorInit, type DoctorReport, type DoctorCheck, type DoctorCheckId, type DoctorStatus, type DoctorNetwork, type FreeSpace, type TrackerProbe } from './doctor.js'

@@ -54,31 +54,31 @@ export interface ChannelSource {
  */
 export function registerChannelMetrics (registry: Registry, source: () => ChannelSource | undefined): void {
   const gauge = (name: string, help: string, labelNames: string[], collect: (g: Gauge<string>) => void): void => {
-    new Gauge({ name: `${METRICS_PREFIX}${name}`, help, labelNames, registers: [registry], collect () { this.reset(); collect(this) } })
+    new Gauge({ name, help, labelNames, registers: [registry], collect () { this.reset(); collect(this) } })
   }
-  gauge('channels', 'Payment channels by direction and status', ['direction', 'status'], g => {
+  gauge('btt_channels', 'Payment channels by direction and status', ['direction', 'status'], g => {
     const s = source()
     for (const c of s?.store.listIncoming() ?? []) g.inc({ direction: 'incoming', status: c.status })
     for (const c of s?.store.listOutgoing() ?? []) g.inc({ direction: 'outgoing', status: c.status })
   })
-  gauge('channel_deposit_btt', 'Deposits of open channels, BTT (float)', ['direction'], g => {
+  gauge('btt_channel_deposit_btt', 'Deposits of open channels, BTT (float)', ['direction'], g => {
     const s = source()
     g.set({ direction: 'incoming' }, toBtt(sum(s?.store.listIncoming().filter(c => c.status === 'open').map(c => c.deposit))))
     g.set({ direction: 'outgoing' }, toBtt(sum(s?.store.listOutgoing().filter(c => c.status === 'open').map(c => c.deposit))))
   })
-  gauge('channel_received_btt', 'Highest vouchers received on incoming channels, BTT (float)', [], g => {
+  gauge('btt_channel_received_btt', 'Highest vouchers received on incoming channels, BTT (float)', [], g => {
     g.set(toBtt(sum(source()?.store.listIncoming().map(c => c.highest))))
   })
-  gauge('channel_unclaimed_btt', 'Received in vouchers and not yet paid by the ledger (claim exposure), BTT (float)', [], g => {
+  gauge('btt_channel_unclaimed_btt', 'Received in vouchers and not yet paid by the ledger (claim exposure), BTT (float)', [], g => {
     g.set(toBtt(sum(source()?.store.listIncoming().map(c => c.highest > c.claimed ? c.highest - c.claimed : 0n))))
   })
-  gauge('channel_spent_btt', 'Paid on outgoing channels, BTT (float)', [], g => {
+  gauge('btt_channel_spent_btt', 'Paid on outgoing channels, BTT (float)', [], g => {
     g.set(toBtt(sum(source()?.store.listOutgoing().map(c => c.spent))))
   })
-  gauge('channel_locked_btt', 'Unspent deposits of this node\'s open outgoing channels, BTT (float)', [], g => {
+  gauge('btt_channel_locked_btt', 'Unspent deposits of this node\'s open outgoing channels, BTT (float)', [], g => {
     g.set(toBtt(sum(source()?.store.listOutgoing().filter(c => c.status === 'open').map(c => c.deposit - c.spent))))
   })
-  gauge('payment_bans', 'Payers banned now for failing to pay (all services metered by the node)', [], g => {
+  gauge('btt_payment_bans', 'Payers banned now for failing to pay (all services metered by the node)', [], g => {
     g.set(source()?.meter.bannedCount() ?? 0)
   })
 }
