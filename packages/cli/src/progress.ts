@@ -39,3 +39,23 @@ export class ProgressLine {
     return (performance.now() - this.started) / 1000
   }
 }
+
+/** One progress line per phase, on a TTY only. */
+export class PhasedProgress {
+  private line: ProgressLine | undefined
+  private phase: string | undefined
+  constructor (private readonly enabled: boolean) {}
+  update (p: { phase: 'copy' | 'archive' | 'verify', done: number, total: number }): void {
+    if (p.phase !== this.phase) {
+      this.line?.done()
+      this.phase = p.phase
+      this.line = new ProgressLine(p.total, { copy: 'copying  ', archive: 'archiving', verify: 'verifying' }[p.phase], this.enabled)
+    }
+    this.line?.update(p.done, p.total)
+  }
+
+  done (): void {
+    this.line?.done()
+    this.line = undefined
+  }
+}
