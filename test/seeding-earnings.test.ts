@@ -136,6 +136,10 @@ describe('btt-node earnings, seed list and metrics after a paid download', () =>
     expect(earnedBtt).toBeCloseTo(Number(formatBtt(EXPECTED)), 12)
     expect(metric(text, 'btt_seeding_earned_base_units')).toBe(Number(EXPECTED))
     expect(metric(text, 'btt_seeding_paid_bans')).toBe(0)
+    // 16 pieces of 64 KiB, each paid; every byte of them paid for; nothing refused
+    expect(metric(text, 'btt_seeding_paid_payments')).toBeGreaterThanOrEqual(SIZE / (64 * KIB))
+    expect(metric(text, 'btt_seeding_paid_bytes')).toBe(SIZE)
+    expect(text).not.toMatch(/^btt_seeding_payment_refusals\{/m)
   })
 
   it('earnings survive a restart of the provider; the metrics count from the new start', async () => {

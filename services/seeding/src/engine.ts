@@ -139,6 +139,11 @@ export class Engine {
   private resume?: ResumeStore
   /** Base units earned by paid seeding since start. */
   earned = 0n
+  /** Payments credited, and the bytes they paid for, since start. */
+  payments = 0
+  paidBytes = 0
+  /** Payments refused since start, by error code. */
+  readonly paymentRefusals = new Map<string, number>()
   private tracker?: TrackerClient
   private dht?: DhtLike
   private timers: NodeJS.Timeout[] = []
@@ -165,8 +170,11 @@ export class Engine {
     if (speed !== undefined) {
       speed.events.onEarn = (infoHash, payer, amount, bytes) => {
         this.earned += amount
+        this.payments++
+        this.paidBytes += bytes
         this.resume?.addEarning(infoHash, payer, amount, bytes)
       }
+      speed.events.onRefuse = reason => { this.paymentRefusals.set(reason, (this.paymentRefusals.get(reason) ?? 0) + 1) }
     }
     const server = net.createServer({ noDelay: true }, sock => { this.onIncoming(sock) })
     server.maxConnections = this.opts.maxPeers + 64

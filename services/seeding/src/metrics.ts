@@ -71,6 +71,28 @@ export function seedingMetrics (registry: Registry): { attach (engine: Engine | 
       collect () { this.set(toBtt(h.engine?.earned ?? 0n)) }
     })
     new Gauge({
+      name: 'btt_seeding_paid_payments',
+      help: 'Payments (vouchers, about one per piece) credited by paid seeding since the process started',
+      registers: [registry],
+      collect () { this.set(h.engine?.payments ?? 0) }
+    })
+    new Gauge({
+      name: 'btt_seeding_paid_bytes',
+      help: 'Bytes those payments paid for, since the process started',
+      registers: [registry],
+      collect () { this.set(h.engine?.paidBytes ?? 0) }
+    })
+    new Gauge({
+      name: 'btt_seeding_payment_refusals',
+      help: 'Payments refused since the process started, by reason (error code)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+      collect () {
+        this.reset()
+        for (const [reason, n] of h.engine?.paymentRefusals ?? []) this.set({ reason }, n)
+      }
+    })
+    new Gauge({
       name: 'btt_seeding_paid_bans',
       help: 'Payers (wallet keys) banned now for not paying',
       registers: [registry],

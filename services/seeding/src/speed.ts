@@ -149,6 +149,8 @@ export interface SpeedEvents {
   /** A payment was credited: `amount` more from `payer`, for `bytes` more served. */
   onEarn?(infoHash: string, payer: string, amount: bigint, bytes: number): void
   onSpend?(infoHash: string, payee: string, amount: bigint): void
+  /** A payment was refused; `reason` is the error's code. */
+  onRefuse?(reason: string): void
 }
 
 /** Cost of `length` bytes at `rate` per KiB: a started KiB counts whole. */
@@ -549,6 +551,7 @@ export class Speed {
         this.send(peer, { t: 'payment_ack', amount: b.earned, piece: m.piece })
       } catch (err) {
         this.opts.logger.info({ peer: peer.key, err: (err as Error).message }, 'refused a payment')
+        this.events.onRefuse?.((err as { code?: string }).code ?? 'UNKNOWN')
         if (this.opts.payments.meter.isBanned(b.pk)) peer.destroy()
       }
     })
