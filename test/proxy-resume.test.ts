@@ -131,9 +131,9 @@ describe('proxy: rollover, provider switch, concurrency, discard, SSRF through n
     canary.setBody('/secret', Buffer.from('canary'))
     ledger = await startLedgerProcess()
     const providers: ProviderNode[] = []
-    for (const [price, concurrency] of [['0.5', 2], ['0.25', 1]] as const) {
+    for (const [price, concurrency, most] of [['0.5', 3, 2], ['0.25', 1, 32]] as const) {
       // the origin is on loopback: reachable only through this test-only allowance of 127.0.0.1 and its port
-      const home = await ledgerHome(ledger.url, `[services.proxy]\nenabled = true\nprice_per_gib = "${price}"\nallow_cidrs = ["127.0.0.1/32"]\nallow_ports = [${origin.port}]\nper_payer_concurrency = ${concurrency}\n`, 'btt-proxy2-provider-')
+      const home = await ledgerHome(ledger.url, `[services.proxy]\nenabled = true\nprice_per_gib = "${price}"\nallow_cidrs = ["127.0.0.1/32"]\nallow_ports = [${origin.port}]\nper_payer_concurrency = ${concurrency}\nmax_fetches = ${most}\n`, 'btt-proxy2-provider-')
       const node = await startNodeProcess(home, [], { BTT_NODE_DISCOVERY_ENABLED: 'true', BTT_NODE_DISCOVERY_BOOTSTRAP: bootstrap, BTT_NODE_DISCOVERY_HOST: '127.0.0.1', BTT_NODE_DISCOVERY_PORT: '0' })
       const api = new AdminClient({ url: node.apiUrl, token: await readApiToken(homePaths(home)) })
       const deadline = Date.now() + 20_000
@@ -204,14 +204,21 @@ describe('proxy: rollover, provider switch, concurrency, discard, SSRF through n
 
   it('runs two downloads from one provider at once on separate channels; the provider limits a payer to its concurrency', async () => {
     // slow origins (about 3 MiB/s), so the two really run at the same time
-    body('slow-a.bin', 6 * MIB)
-    body('slow-b.bin', 6 * MIB)
+    body('slow-a.bin', 9 * MIB)
+    body('slow-b.bin', 9 * MIB)
+    body('third.bin', 1 * MIB)
     const before = await received(p1)
     let overlapped = false
     const watch = setInterval(() => {
       rapi.serviceRequest<{ fetches: unknown[] }>('proxy', 'GET', '/fetches').then(r => { if (r.fetches.length === 2) overlapped = true }, () => {})
     }, 50)
-    const [a, b] = await Promise.all([runCli(fetchArgs('slow-a.bin', p1.addr)), runCli(fetchArgs('slow-b.bin', p1.addr))]).finally(() => { clearInterval(watch) })
+    const both = Promise.all([runCli(fetchArgs('slow-a.bin', p1.addr)), runCli(fetchArgs('slow-b.bin', p1.addr))]).finally(() => { clearInterval(watch) })
+    // P1 runs at most 2 fetches at once, all payers together (its per-payer cap, 3, would allow a third)
+    for (let i = 0; i < 200 && !overlapped; i++) await new Promise(resolve => setTimeout(resolve, 25))
+    const third = await runCli(fetchArgs('third.bin', p1.addr))
+    expect(third.code).not.toBe(0)
+    expect(flat(third.stdout + third.stderr)).toMatch(/PROXY_BUSY[\s\S]*2 fetches at once already/)
+    const [a, b] = await both
     expect(overlapped).toBe(true)
     expect(a.code, a.stderr).toBe(0)
     expect(b.code, b.stderr).toBe(0)
@@ -220,7 +227,7 @@ describe('proxy: rollover, provider switch, concurrency, discard, SSRF through n
     expect(ca.filter(c => cb.includes(c)), `a: ${ca.join(',')} b: ${cb.join(',')}`).toEqual([])
     await expectFile('slow-a.bin')
     await expectFile('slow-b.bin')
-    expect(await received(p1) - before).toBe(p1.perByte * BigInt(12 * MIB))
+    expect(await received(p1) - before).toBe(p1.perByte * BigInt(18 * MIB))
 
     // P2 allows one fetch per payer at a time
     body('slow-c.bin', 24 * MIB)

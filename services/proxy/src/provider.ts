@@ -21,6 +21,8 @@ export interface ProviderConfig {
   perPayerPerMinute: number
   /** how long to wait for a chunk's payment */
   paymentTimeoutMs: number
+  /** fetches running at once, all payers together (each holds up to two chunks in memory) */
+  maxFetches: number
 }
 
 export interface ProviderInit {
@@ -43,6 +45,7 @@ const PASS_HEADERS = ['content-type', 'content-length', 'etag', 'last-modified',
 export class ProxyProvider {
   private readonly active = new Map<string, number>()
   private readonly starts = new Map<string, number[]>()
+  private running = 0
   /** peers that have paid this provider since it started: only they may run a speed test */
   private readonly payers = new Set<string>()
   private readonly speedtests = new Set<string>()
@@ -82,12 +85,17 @@ export class ProxyProvider {
     if (recent.length >= c.perPayerPerMinute) throw new ProxyError('PROXY_RATE_LIMITED', `at most ${c.perPayerPerMinute} fetches a minute per payer`)
     const running = this.active.get(peer) ?? 0
     if (running >= c.perPayerConcurrency) throw new ProxyError('PROXY_BUSY', `at most ${c.perPayerConcurrency} fetches at once per payer`)
+    // new peer ids cost nothing: the node as a whole has a cap too
+    if (this.running >= c.maxFetches) throw new ProxyError('PROXY_BUSY', `this provider runs ${c.maxFetches} fetches at once already; try again later`)
+    if (this.starts.size > 10_000) for (const [p, ts] of this.starts) if ((ts[ts.length - 1] ?? 0) <= now - 60_000) this.starts.delete(p)
     recent.push(now)
     this.starts.set(peer, recent)
     this.active.set(peer, running + 1)
+    this.running++
     try {
       await fn()
     } finally {
+      this.running--
       const left = (this.active.get(peer) ?? 1) - 1
       if (left <= 0) this.active.delete(peer)
       else this.active.set(peer, left)
@@ -191,9 +199,9 @@ export class ProxyProvider {
         if (pay.index !== index) throw new ProxyError('PROXY_PROTOCOL', `expected the payment for chunk ${index}`)
         const amount = c.price * BigInt(chunk.byteLength)
         const { credited } = await session.accept(Buffer.from(pay.voucher, 'hex'))
-        this.payers.add(peer)
         // more than the chunk: a voucher of an earlier session that never arrived is included (vouchers are cumulative)
         if (credited < amount) throw new ProxyError('PROXY_BAD_PAYMENT', `chunk ${index} costs ${amount}; the voucher paid ${credited}`)
+        this.payers.add(peer)
         this.init.onEvent?.('paid', { amount: credited })
         cur = await ahead
         index++

@@ -39,6 +39,8 @@ export const proxyConfig = z.object({
   /** Longest time an answer is served from the cache (shorter when the origin's max-age says so). */
   cache_ttl_seconds: z.int().min(1).max(30 * 86_400).default(3600),
   per_payer_concurrency: z.int().min(1).max(1000).default(4),
+  /** Fetches at once, all payers together (each holds up to two chunks, ≤ 32 MiB, in memory). */
+  max_fetches: z.int().min(1).max(10_000).default(32),
   per_payer_per_minute: z.int().min(1).max(100_000).default(120)
 })
 
@@ -158,6 +160,7 @@ export const proxyService = defineService({
               policy: { ...policy, ownAddresses: own },
               perPayerConcurrency: config.per_payer_concurrency,
               perPayerPerMinute: config.per_payer_per_minute,
+              maxFetches: config.max_fetches,
               paymentTimeoutMs: 30_000
             },
             onEvent: (e, d) => { counters.event(e, d) }
