@@ -236,6 +236,20 @@ describe('DiskCache', () => {
     expect(cache.stats().entries).toBe(1)
   })
 
+  it('drops a copy that falls too far behind the reader, without slowing or changing what it reads', async () => {
+    const cache = await openCache({ maxBehindBytes: 150 })
+    const data = [randomBytes(100), randomBytes(100), randomBytes(100)]
+    // the reader takes the pieces faster than the disk writes them: behind 200 > 150 at the second
+    const got = await collect(cache.store(URL_A, response(data)).body)
+    expect(Buffer.concat(got).equals(Buffer.concat(data))).toBe(true)
+    expect(await files()).toEqual(['fingerprint'])
+    expect(cache.stats().entries).toBe(0)
+    expect(await cache.get(URL_A)).toBeUndefined()
+    // the URL is free for the next copy (one that keeps up)
+    await put(cache, URL_A, [randomBytes(100)])
+    expect(cache.stats().entries).toBe(1)
+  })
+
   it('discards the copy when the body throws midway, passing the error on', async () => {
     const cache = await openCache()
     const error = new Error('origin reset')

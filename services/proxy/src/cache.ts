@@ -37,6 +37,8 @@ export interface DiskCacheOptions {
   /** identifies the SSRF policy; entries written under another one are deleted at open() */
   fingerprint: string
   now?: () => number
+  /** a copy this far behind the reader is dropped (default 32 MiB) */
+  maxBehindBytes?: number
 }
 
 export interface CachedResponse {
@@ -149,6 +151,7 @@ export class DiskCache {
   private readonly ttlMs: number
   private readonly fingerprint: string
   private readonly now: () => number
+  private readonly maxBehindBytes: number
   /** insertion order is recency: the first key is the least recently used */
   private readonly index = new Map<string, Meta>()
   /** keys with a copy being written: one writer per key */
@@ -173,6 +176,7 @@ export class DiskCache {
     this.ttlMs = opts.ttlMs
     this.fingerprint = opts.fingerprint
     this.now = opts.now ?? Date.now
+    this.maxBehindBytes = opts.maxBehindBytes ?? MAX_BEHIND_BYTES
   }
 
   /** Opens (creating) the directory and rebuilds the index from it; see the module comment for what is deleted. */
@@ -336,11 +340,13 @@ export class DiskCache {
       settled = true
     }
     let behind = 0
+    // too far behind: no more writes, and the copy is discarded (by a step, so after any under way)
+    let dropped = false
     const copy: Copy = {
       write: chunk => {
-        if (settled) return
-        if (behind + chunk.byteLength > MAX_BEHIND_BYTES) {
-          settled = true
+        if (settled || dropped) return
+        if (behind + chunk.byteLength > this.maxBehindBytes) {
+          dropped = true
           step(discard).catch(noop)
           return
         }
@@ -353,7 +359,7 @@ export class DiskCache {
         }).finally(() => { behind -= chunk.byteLength }).catch(noop)
       },
       finish: async complete => {
-        await step(complete ? commit : discard)
+        await step(complete && !dropped ? commit : discard)
         if (this.writers.get(key) === copy) this.writers.delete(key)
       },
       abandon: async () => { await step(discard) }
