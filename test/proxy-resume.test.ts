@@ -8,7 +8,7 @@ import { generateKeyPair } from '@btt/channel'
 import { Discovery } from '@btt/discovery'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, cleanEnv, collect, runCli, startNodeProcess, tempHome, type NodeProcess } from './helpers/cli.js'
+import { CLI, cleanEnv, collect, runCli, startNodeProcess, tempHome, type NodeProcess, statusWhenPublished } from './helpers/cli.js'
 import { BTT, fundHome, ledgerHome, startLedgerProcess, type LedgerProcess } from './helpers/paid.js'
 
 const MIB = 1024 * 1024
@@ -136,12 +136,7 @@ describe('proxy: rollover, provider switch, concurrency, discard, SSRF through n
       const home = await ledgerHome(ledger.url, `[services.proxy]\nenabled = true\nprice_per_gib = "${price}"\nallow_cidrs = ["127.0.0.1/32"]\nallow_ports = [${origin.port}]\nper_payer_concurrency = ${concurrency}\nmax_fetches = ${most}\n`, 'btt-proxy2-provider-')
       const node = await startNodeProcess(home, [], { BTT_NODE_DISCOVERY_ENABLED: 'true', BTT_NODE_DISCOVERY_BOOTSTRAP: bootstrap, BTT_NODE_DISCOVERY_HOST: '127.0.0.1', BTT_NODE_DISCOVERY_PORT: '0' })
       const api = new AdminClient({ url: node.apiUrl, token: await readApiToken(homePaths(home)) })
-      const deadline = Date.now() + 20_000
-      let status = await api.status()
-      while (status.discovery.state !== 'published' && Date.now() < deadline) {
-        await new Promise(resolve => setTimeout(resolve, 100))
-        status = await api.status()
-      }
+      const status = await statusWhenPublished(api)
       expect(status.discovery).toMatchObject({ state: 'published', services: ['proxy'] })
       providers.push({ node, home, api, addr: status.listenAddresses[0] as string, perByte: (BigInt(Number(price) * 100) * BTT / 100n) / GIB })
     }

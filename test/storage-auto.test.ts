@@ -5,7 +5,7 @@ import { generateKeyPair } from '@btt/channel'
 import { Discovery } from '@btt/discovery'
 import { AdminClient, homePaths, readApiToken } from '@btt/node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli, startNodeProcess, tempHome, type NodeProcess } from './helpers/cli.js'
+import { runCli, startNodeProcess, tempHome, type NodeProcess, statusWhenPublished } from './helpers/cli.js'
 import { BTT, fundHome, ledgerHome, startLedgerProcess, type LedgerProcess } from './helpers/paid.js'
 
 const flat = (s: string): string => s.replace(/\s*\n\s*›\s*/g, ' ')
@@ -42,12 +42,7 @@ describe('storage put --provider auto through the DHT', () => {
         BTT_NODE_DISCOVERY_ENABLED: 'true', BTT_NODE_DISCOVERY_BOOTSTRAP: bootstrap, BTT_NODE_DISCOVERY_HOST: '127.0.0.1', BTT_NODE_DISCOVERY_PORT: '0'
       })
       const api = new AdminClient({ url: node.apiUrl, token: await readApiToken(homePaths(home)) })
-      const deadline = Date.now() + 20_000
-      let status = await api.status()
-      while (status.discovery.state !== 'published' && Date.now() < deadline) {
-        await new Promise(resolve => setTimeout(resolve, 100))
-        status = await api.status()
-      }
+      const status = await statusWhenPublished(api)
       expect(status.discovery).toMatchObject({ state: 'published', services: ['storage'] })
       providers.push({ node, home, peerId: status.peerId })
     }

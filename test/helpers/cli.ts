@@ -3,6 +3,7 @@ import { mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { AdminClient, NodeStatus } from '@btt/node'
 
 /** The real CLI entry point, run with the same Node as the tests (Node 24). */
 export const CLI = fileURLToPath(new URL('../../packages/cli/bin/run.js', import.meta.url))
@@ -105,4 +106,15 @@ export async function startNodeProcess (home: string, args: string[] = [], env: 
       return { code, ms: Date.now() - t0 }
     }
   }
+}
+
+/** A node's status once its DHT offer is published (or the last one seen after `timeoutMs`): the caller asserts on it. */
+export async function statusWhenPublished (api: Pick<AdminClient, 'status'>, timeoutMs = 20_000): Promise<NodeStatus> {
+  const deadline = Date.now() + timeoutMs
+  let status = await api.status()
+  while (status.discovery.state !== 'published' && Date.now() < deadline) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    status = await api.status()
+  }
+  return status
 }

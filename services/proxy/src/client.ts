@@ -1,8 +1,8 @@
-import { createHash, randomBytes, webcrypto } from 'node:crypto'
+import { createHash, webcrypto } from 'node:crypto'
 import { constants as fsConstants } from 'node:fs'
 import { open, readFile, rename, rm, stat, truncate, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { ServicePayments } from '@btt/node'
+import { writeFileAtomic, type ServicePayments } from '@btt/node'
 import type { Libp2p } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
@@ -497,7 +497,7 @@ class HeldChannels {
   private async change (fn: (m: Record<string, string>) => boolean | Promise<boolean>): Promise<void> {
     const run = this.queue.then(async () => {
       const m = await this.load()
-      if (await fn(m)) await writeJsonDurably(this.path, m)
+      if (await fn(m)) await writeFileAtomic(this.path, JSON.stringify(m), 0o600)
     })
     this.queue = run.catch(() => {})
     await run
@@ -545,7 +545,7 @@ export async function readManifest (path: string): Promise<Manifest | undefined>
 }
 
 async function writeManifest (path: string, m: Manifest): Promise<void> {
-  await writeJsonDurably(path, m)
+  await writeFileAtomic(path, JSON.stringify(m), 0o600)
 }
 
 /** Saves a manifest durably, one write at a time: `now` waits for it, `soon` at most once a second in the background. */
@@ -558,7 +558,7 @@ class ManifestSaver {
 
   async now (m: Manifest): Promise<void> {
     const text = JSON.stringify(m)
-    const run = this.chain.then(async () => { await writeTextDurably(this.path, text) })
+    const run = this.chain.then(async () => { await writeFileAtomic(this.path, text, 0o600) })
     this.chain = run.catch(() => {})
     this.last = Date.now()
     await run
@@ -578,21 +578,4 @@ class ManifestSaver {
     this.timer = undefined
     await this.chain
   }
-}
-
-async function writeJsonDurably (path: string, m: unknown): Promise<void> {
-  await writeTextDurably(path, JSON.stringify(m))
-}
-
-/** Atomic and durable: temp file, fsync, rename. */
-async function writeTextDurably (path: string, text: string): Promise<void> {
-  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`
-  const fh = await open(tmp, 'w', 0o600)
-  try {
-    await fh.writeFile(text)
-    await fh.datasync()
-  } finally {
-    await fh.close()
-  }
-  await rename(tmp, path)
 }
