@@ -62,6 +62,22 @@ const fetchBody = z.strictObject({
 
 const speedBody = z.strictObject({ provider: z.array(z.string().max(1024)).min(1).max(16), bytes: z.int().min(1).max(MAX_SPEEDTEST_BYTES) })
 
+/** The request's JSON body, validated; PROXY_BAD_REQUEST naming what is wrong. */
+async function jsonBody<T> (c: Context, schema: z.ZodType<T>): Promise<T> {
+  let raw: unknown
+  try {
+    raw = await c.req.json()
+  } catch {
+    throw new ProxyError('PROXY_BAD_REQUEST', 'the body must be JSON')
+  }
+  const r = schema.safeParse(raw)
+  if (!r.success) {
+    const issue = r.error.issues[0]
+    throw new ProxyError('PROXY_BAD_REQUEST', `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`)
+  }
+  return r.data
+}
+
 const wrap = (fn: (c: Context) => Promise<Response>) => async (c: Context): Promise<Response> => {
   try {
     return await fn(c)
@@ -78,27 +94,15 @@ export function proxyRoutes (client: () => ProxyClient): Hono {
   const app = new Hono()
   // the node fetches and writes `out` itself; long fetches: the CLI waits without a timeout
   app.post('/fetch', wrap(async c => {
-    let raw: unknown
-    try {
-      raw = await c.req.json()
-    } catch {
-      throw new ProxyError('PROXY_BAD_REQUEST', 'the body must be JSON')
-    }
-    const r = fetchBody.safeParse(raw)
-    if (!r.success) {
-      const issue = r.error.issues[0]
-      throw new ProxyError('PROXY_BAD_REQUEST', `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`)
-    }
-    const b = r.data
+    const b = await jsonBody(c, fetchBody)
     const t0 = performance.now()
     const res = await client().fetch({ url: b.url, addrs: b.provider, out: b.out, chunkSize: b.chunk_size, resume: b.resume, force: b.force, maxPrice: b.max_price, budget: b.budget, signal: c.req.raw.signal })
     return c.json({ ...res, paid: res.paid.toString(), seconds: (performance.now() - t0) / 1000 })
   }))
   // raw libp2p throughput from a provider this node has paid: what fetches are measured against
   app.post('/speedtest', wrap(async c => {
-    const b = speedBody.safeParse(await c.req.json().catch(() => undefined))
-    if (!b.success) throw new ProxyError('PROXY_BAD_REQUEST', `${b.error.issues[0]?.path.join('.') || 'body'}: ${b.error.issues[0]?.message ?? 'invalid'}`)
-    return c.json(await client().speedtest(b.data.provider, b.data.bytes))
+    const b = await jsonBody(c, speedBody)
+    return c.json(await client().speedtest(b.provider, b.bytes))
   }))
   app.get('/fetches', wrap(async c => c.json({ fetches: client().list().map(f => ({ ...f, paid: f.paid.toString() })) })))
   return app
